@@ -1,0 +1,109 @@
+//! Tunables of a replica. Every limit has a name ending in its unit and a default chosen for a
+//! loaded two-core machine.
+
+use serde::{Deserialize, Serialize};
+
+/// Timeouts, batch limits and retention bounds of one replica.
+///
+/// The defaults keep write unavailability after a primary crash under two seconds (failure timeout
+/// plus jitter plus one election round) while a loaded machine that delays a few heartbeats does
+/// not trigger a false election (the failure timeout spans sixteen heartbeat intervals).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// How often the primary sends an (empty) append to an idle secondary, carrying the commit
+    /// point and proving it is alive. Default 50 ms.
+    pub heartbeat_interval_ms: u64,
+    /// A secondary that hears nothing from its primary for this long (plus jitter) becomes a
+    /// candidate. Default 800 ms: sixteen heartbeats, so a stalled process does not cause a false
+    /// election.
+    pub failure_timeout_ms: u64,
+    /// Upper bound of the random extra added to `failure_timeout_ms` (drawn from the seeded RNG) so
+    /// that secondaries do not all start elections at once. Default 400 ms.
+    pub failure_jitter_ms: u64,
+    /// A secondary that has not acknowledged an outstanding append for this long is dropped from
+    /// the in-sync set, and writes proceed without it. Default 1500 ms: longer than failure
+    /// detection plus an election, so a primary that is only cut off learns of the new epoch (and
+    /// steps down) before it would shrink its in-sync set to itself.
+    pub ack_timeout_ms: u64,
+    /// How long a candidate waits for the announcement after a higher-ranked replica answered
+    /// its election query, and for answers to its queries, before starting a new round.
+    /// Default 300 ms.
+    pub election_wait_ms: u64,
+    /// How often replicas gossip their service list, and front ends greet the primary.
+    /// Default 200 ms.
+    pub gossip_interval_ms: u64,
+    /// A service whose heartbeat has not advanced for this long is suspected (shown as such,
+    /// skipped for reads); after twice this long it is removed from the list. Default 2000 ms.
+    pub suspicion_timeout_ms: u64,
+    /// Most entries in one append message. Default 1024.
+    pub batch_entries_max: usize,
+    /// Most payload bytes in one append message (a single larger entry still goes alone).
+    /// Default 1 MiB.
+    pub batch_bytes_max: usize,
+    /// Most writes the primary holds that are not yet committed; more are refused with
+    /// `Overloaded`. Default 65536.
+    pub pending_writes_max: usize,
+    /// Retention bound of the dedup table: the ids of the most recent this-many applied writes
+    /// are remembered. A retry that arrives after more than this many newer writes have been
+    /// applied may execute twice, so `client deadline × peak writes/s` must stay below it.
+    /// Default 1,000,000 (≈ 100 MB at most).
+    pub dedup_entries_max: usize,
+    /// Take a snapshot (and compact the log before it) every this many applied entries.
+    /// 0 disables snapshots. Default 10,000.
+    pub snapshot_interval_entries: u64,
+    /// Entries kept in the log behind the latest snapshot, so a briefly lagging secondary
+    /// catches up from the suffix instead of needing a full copy. Default 10,000.
+    pub log_retain_entries: u64,
+    /// Granularity of the runtime's timer. Default 10 ms.
+    pub tick_interval_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            heartbeat_interval_ms: 50,
+            failure_timeout_ms: 800,
+            failure_jitter_ms: 400,
+            ack_timeout_ms: 1500,
+            election_wait_ms: 300,
+            gossip_interval_ms: 200,
+            suspicion_timeout_ms: 2000,
+            batch_entries_max: 1024,
+            batch_bytes_max: 1 << 20,
+            pending_writes_max: 65_536,
+            dedup_entries_max: 1_000_000,
+            snapshot_interval_entries: 10_000,
+            log_retain_entries: 10_000,
+            tick_interval_ms: 10,
+        }
+    }
+}
+
+/// A configuration that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid config: {0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Check the relations the protocol relies on.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |s: &str| Err(ConfigError(s.to_string()));
+        if self.heartbeat_interval_ms == 0 || self.tick_interval_ms == 0 {
+            return err("heartbeat_interval_ms and tick_interval_ms must be positive");
+        }
+        if self.failure_timeout_ms < 2 * self.heartbeat_interval_ms {
+            return err("failure_timeout_ms must be at least two heartbeat intervals");
+        }
+        if self.ack_timeout_ms <= self.heartbeat_interval_ms {
+            return err("ack_timeout_ms must exceed heartbeat_interval_ms");
+        }
+        if self.batch_entries_max == 0 || self.batch_bytes_max == 0 {
+            return err("batch limits must be positive");
+        }
+        if self.pending_writes_max == 0 || self.election_wait_ms == 0 {
+            return err("pending_writes_max and election_wait_ms must be positive");
+        }
+        Ok(())
+    }
+}

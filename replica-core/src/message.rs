@@ -1,0 +1,346 @@
+//! Protocol messages and their wire codec.
+//!
+//! Every message is a [`Message`]: a header (sender, epoch, Lamport clock) and a [`Body`]. The
+//! transport contract is request/response (`Transport::call` returns the reply), but the protocol
+//! does not depend on any reply arriving: every reply is self-describing, so a lost, duplicated or
+//! late one is harmless.
+//!
+//! The wire format is postcard behind a one-byte version tag. Decoding untrusted bytes never
+//! panics; it returns [`CodecError`].
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::types::{Entry, Epoch, Lamport, LogIndex, LogPos, NodeId, Snapshot};
+
+/// Version byte in front of every encoded message. Bumped on incompatible changes.
+pub const WIRE_VERSION: u8 = 1;
+
+/// One protocol message: who sent it, the sender's epoch and clock, and what it says.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// The sender's address. Transports do not authenticate it beyond the cluster key.
+    pub from: NodeId,
+    /// The sender's current epoch. Replicas refuse replication traffic from older epochs.
+    pub epoch: Epoch,
+    /// The sender's Lamport clock; receivers advance theirs past it.
+    pub clock: Lamport,
+    /// What the message says.
+    pub body: Body,
+}
+
+/// The message kinds. Requests and their replies are paired in the comments.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Body {
+    /// Primary → secondary: entries to append (possibly none: a heartbeat). Reply: `AppendReply`.
+    Append(Append),
+    /// Secondary → primary: the outcome of an `Append` or `InstallSnapshot`.
+    AppendReply(AppendReply),
+    /// Primary → secondary: replace your state with this full copy. Reply: `AppendReply`.
+    InstallSnapshot(Box<Snapshot>),
+    /// Client → primary: execute this command once. Reply: `WriteReply`.
+    Write(WriteRequest),
+    /// The result of a write, or why it was not taken.
+    WriteReply(Result<Written, WriteError>),
+    /// Client → any replica: answer this query from state at least as new as `fence`.
+    /// Reply: `ReadReply`.
+    Read(ReadRequest),
+    /// The answer to a read, or why it was not served.
+    ReadReply(Result<ReadOk, ReadError>),
+    /// Candidate → replica (the seed's `GET /election`): "do you outrank me?" Reply:
+    /// `ElectionReply`.
+    ElectionQuery(Rank),
+    /// A replica's rank and eligibility, and the primary it follows if it still hears one.
+    ElectionReply(ElectionReply),
+    /// New primary → everyone (the seed's `POST /election`): "I am primary for `epoch`".
+    /// Reply: `Ack`.
+    Announce,
+    /// Replica ↔ replica, and front end → primary (the seed's greet): my service list; merge it.
+    /// Reply: `Services` with the receiver's merged list.
+    Gossip(Vec<ServiceEntry>),
+    /// A service list, in reply to `Gossip`.
+    Services(Vec<ServiceEntry>),
+    /// Generic empty reply.
+    Ack,
+    /// Refusal: the sender's epoch is older than the receiver's (whose epoch is in the header).
+    StaleEpoch,
+}
+
+impl Body {
+    /// Short name of the message kind, for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Body::Append(a) if a.entries.is_empty() => "heartbeat",
+            Body::Append(_) => "append",
+            Body::AppendReply(_) => "append_reply",
+            Body::InstallSnapshot(_) => "install_snapshot",
+            Body::Write(_) => "write",
+            Body::WriteReply(_) => "write_reply",
+            Body::Read(_) => "read",
+            Body::ReadReply(_) => "read_reply",
+            Body::ElectionQuery(_) => "election_query",
+            Body::ElectionReply(_) => "election_reply",
+            Body::Announce => "announce",
+            Body::Gossip(_) => "gossip",
+            Body::Services(_) => "services",
+            Body::Ack => "ack",
+            Body::StaleEpoch => "stale_epoch",
+        }
+    }
+}
+
+/// Entries for a secondary, with the position they follow and the primary's commit point.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Append {
+    /// The entry just before `entries[0]` (or before the next entry, for a heartbeat). The
+    /// secondary accepts only if its log holds exactly this entry at `prev.index`.
+    pub prev: LogPos,
+    /// Contiguous entries starting at `prev.index + 1`.
+    pub entries: Vec<Entry>,
+    /// The primary's commit point: the secondary may apply up to `min(commit, matched)`.
+    pub commit: LogIndex,
+}
+
+/// A secondary's answer to `Append` / `InstallSnapshot`. Sent only once what it acknowledges is
+/// durable.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AppendReply {
+    /// My log matches yours through `matched`, durably. `last` is my last entry.
+    Ok {
+        /// Highest index known equal to the primary's log, and durable.
+        matched: LogIndex,
+        /// The secondary's last entry (normally at `matched`).
+        last: LogPos,
+    },
+    /// I do not hold `prev`: my log ends at `last`. Send me what follows it.
+    Gap {
+        /// The secondary's last entry.
+        last: LogPos,
+    },
+    /// My log holds a different entry where yours has one: I need a full copy.
+    Diverged {
+        /// The secondary's last entry.
+        last: LogPos,
+    },
+    /// Your snapshot is older than what I know is committed; try again later.
+    SnapshotBehind {
+        /// The secondary's commit point.
+        commit: LogIndex,
+    },
+}
+
+/// A client's write.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteRequest {
+    /// Request id: retries carry the same id and execute at most once.
+    pub id: Uuid,
+    /// postcard-encoded `StateMachine::Command`.
+    pub command: Bytes,
+}
+
+/// A committed write's result.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Written {
+    /// Where the write sits in the log.
+    pub index: LogIndex,
+    /// Its Lamport stamp; clients raise their read fence to it.
+    pub lamport: Lamport,
+    /// postcard-encoded `StateMachine::Output` of its first (and only) execution.
+    pub output: Bytes,
+}
+
+/// Why a write was not taken. None of these mean the write executed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum WriteError {
+    /// This replica is not the primary; try `hint` if known. Safe to retry with the same id.
+    #[error("not the primary (hint: {hint:?})")]
+    NotPrimary {
+        /// The primary this replica believes in, if any.
+        hint: Option<NodeId>,
+    },
+    /// The command could not be decoded or exceeds limits: retrying will not help.
+    #[error("write rejected: {0}")]
+    Rejected(String),
+    /// The primary's queue of pending writes is full. Back off and retry with the same id.
+    #[error("primary overloaded")]
+    Overloaded,
+}
+
+/// A client's read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadRequest {
+    /// postcard-encoded `StateMachine::Query`.
+    pub query: Bytes,
+    /// The replica must have applied at least this Lamport stamp (the client's read fence).
+    pub fence: Lamport,
+}
+
+/// A served read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadOk {
+    /// postcard-encoded `StateMachine::Answer`.
+    pub answer: Bytes,
+    /// Lamport stamp of the last entry applied on the replica that answered.
+    pub applied: Lamport,
+}
+
+/// Why a read was not served.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ReadError {
+    /// This replica has not reached the fence; ask the primary (or wait).
+    #[error("replica behind the read fence (applied {applied})")]
+    Behind {
+        /// What the replica has applied.
+        applied: Lamport,
+    },
+    /// The query could not be decoded.
+    #[error("read rejected: {0}")]
+    Rejected(String),
+}
+
+/// Election rank: the freshest log wins; the node id only breaks ties.
+///
+/// Field order is comparison order (derived `Ord`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Rank {
+    /// Epoch of the last entry in the log.
+    pub last_epoch: Epoch,
+    /// Lamport stamp of the last entry in the log.
+    pub last_lamport: Lamport,
+    /// The replica; the tie-break.
+    pub node: NodeId,
+}
+
+/// A replica's answer to `ElectionQuery`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ElectionReply {
+    /// The replier's rank.
+    pub rank: Rank,
+    /// The replier is in the in-sync set of its latest configuration.
+    pub in_sync: bool,
+    /// The replier has caught up with a primary since it started (it is not a restarted
+    /// replica that may have missed its own removal from the in-sync set).
+    pub confirmed: bool,
+    /// The primary the replier still hears from, if any: the candidate should follow it instead.
+    pub primary: Option<NodeId>,
+    /// Members of the in-sync set in the replier's latest configuration.
+    pub config_in_sync: Vec<NodeId>,
+    /// The replier's last log entry (the new primary keeps in sync only replicas whose log is a
+    /// prefix of its own).
+    pub last: LogPos,
+}
+
+/// What kind of service a membership entry describes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ServiceKind {
+    /// A replica (the seed's event service).
+    Replica,
+    /// A front end.
+    Frontend,
+}
+
+/// One row of the gossiped service list.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceEntry {
+    /// Replica or front end.
+    pub kind: ServiceKind,
+    /// Where it is reached.
+    pub address: NodeId,
+    /// Whether it is (as far as the sender knows) the primary.
+    pub primary: bool,
+    /// Process incarnation; a restart comes back with a higher one.
+    pub generation: u64,
+    /// Increases while the process is alive. Merge keeps the higher `(generation, heartbeat)`.
+    pub heartbeat: u64,
+}
+
+/// Encoding or decoding failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CodecError {
+    /// The bytes were empty.
+    #[error("empty message")]
+    Empty,
+    /// The version byte is not one this build speaks.
+    #[error("unsupported wire version {0} (this build speaks {WIRE_VERSION})")]
+    Version(u8),
+    /// postcard rejected the bytes (or, when encoding, the value).
+    #[error("malformed message: {0}")]
+    Malformed(String),
+}
+
+/// Encode a message: the version byte, then postcard.
+pub fn encode(msg: &Message) -> Result<Vec<u8>, CodecError> {
+    let mut out = vec![WIRE_VERSION];
+    postcard::to_io(msg, &mut out).map_err(|e| CodecError::Malformed(e.to_string()))?;
+    Ok(out)
+}
+
+/// Decode a message produced by [`encode`]. Never panics on arbitrary input.
+pub fn decode(bytes: &[u8]) -> Result<Message, CodecError> {
+    let (&version, rest) = bytes.split_first().ok_or(CodecError::Empty)?;
+    if version != WIRE_VERSION {
+        return Err(CodecError::Version(version));
+    }
+    postcard::from_bytes(rest).map_err(|e| CodecError::Malformed(e.to_string()))
+}
+
+/// Encode any serde value with postcard (commands, outputs, queries, answers, snapshots).
+pub fn to_bytes<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, CodecError> {
+    postcard::to_stdvec(value).map(Bytes::from).map_err(|e| CodecError::Malformed(e.to_string()))
+}
+
+/// Decode a postcard value encoded by [`to_bytes`]. Never panics on arbitrary input.
+pub fn from_bytes<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    postcard::from_bytes(bytes).map_err(|e| CodecError::Malformed(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::Payload;
+
+    fn sample() -> Message {
+        Message {
+            from: NodeId::new("r1"),
+            epoch: 3,
+            clock: 99,
+            body: Body::Append(Append {
+                prev: LogPos { index: 4, epoch: 2, lamport: 50 },
+                entries: vec![Entry {
+                    index: 5,
+                    lamport: 98,
+                    epoch: 3,
+                    id: Uuid::from_u128(7),
+                    payload: Payload::Command(Bytes::from_static(b"cmd")),
+                }],
+                commit: 4,
+            }),
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let msg = sample();
+        let bytes = encode(&msg).unwrap();
+        assert_eq!(bytes[0], WIRE_VERSION);
+        assert_eq!(decode(&bytes).unwrap(), msg);
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        assert_eq!(decode(&[]), Err(CodecError::Empty));
+        assert_eq!(decode(&[9, 1, 2]), Err(CodecError::Version(9)));
+        let bytes = encode(&sample()).unwrap();
+        // Every truncation of a valid message is rejected.
+        for len in 1..bytes.len() {
+            assert!(decode(&bytes[..len]).is_err(), "prefix of {len} bytes accepted");
+        }
+        // Flipping bytes never panics (it may or may not decode).
+        for i in 1..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0xff;
+            let _ = decode(&b);
+        }
+    }
+}

@@ -1,0 +1,357 @@
+//! The runtime: drives a [`Replica`] with tokio, a [`LogStore`], a [`Transport`] and timers.
+//!
+//! Three kinds of task:
+//! - the **core task** owns the replica; it takes every input waiting in its channel (up to
+//!   `INPUTS_PER_TURN_MAX`), steps the replica with each, then executes the outputs once — this
+//!   is where concurrent writes become one batch;
+//! - the **store task** executes storage operations strictly in order and syncs once per run of
+//!   operations (group commit), then reports the highest durable sequence number;
+//! - one short-lived task per outbound call.
+//!
+//! Invariant: the replica is only touched by the core task, so the protocol never needs a lock.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, MissedTickBehavior};
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::message::{self, Body, Message, WriteError, WriteRequest};
+use crate::protocol::{Event, Input, Output, RecoveryError, Replica, Start, Status};
+use crate::state_machine::StateMachine;
+use crate::storage::{LogStore, StorageError, StoreOp};
+use crate::transport::{Handler, NodeStopped, Transport};
+use crate::types::NodeId;
+
+/// How many queued inputs the core task processes before executing outputs. Bounds the latency
+/// one turn adds, while letting a burst of writes share one batch.
+const INPUTS_PER_TURN_MAX: usize = 4096;
+
+/// The reply token the runtime hands the core: where the answer goes.
+type Responder = oneshot::Sender<Message>;
+
+enum Cmd<S> {
+    Input(Input<Responder>),
+    Status(oneshot::Sender<Status>),
+    Inspect(Box<dyn FnOnce(&S) + Send>),
+    Fatal(String),
+}
+
+/// Everything needed to start a replica.
+pub struct NodeOptions<S, L, T> {
+    /// This replica's id: its address as peers reach it.
+    pub id: NodeId,
+    /// Timeouts and limits.
+    pub config: Config,
+    /// The application.
+    pub state_machine: S,
+    /// Where the log lives.
+    pub store: L,
+    /// How to reach peers.
+    pub transport: T,
+    /// Start as primary if the log is empty (the `--primary this` of the seed).
+    pub initial_primary: bool,
+    /// Addresses to greet at start (the configured primary).
+    pub seeds: Vec<NodeId>,
+    /// Seed for election jitter. Any value works; distinct replicas should differ.
+    pub rng_seed: u64,
+}
+
+/// Starting a node failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The store could not be read.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The stored state could not be used.
+    #[error(transparent)]
+    Recovery(#[from] RecoveryError),
+}
+
+/// A write submitted through [`NodeHandle::write`] failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LocalWriteError {
+    /// The primary refused (not primary, overloaded, rejected).
+    #[error(transparent)]
+    Refused(#[from] WriteError),
+    /// The node stopped.
+    #[error(transparent)]
+    Stopped(#[from] NodeStopped),
+    /// The output could not be decoded (a bug: encoder and decoder disagree).
+    #[error("undecodable output: {0}")]
+    Codec(String),
+}
+
+/// Handle to a running replica. Cheap to clone; every clone talks to the same replica.
+pub struct NodeHandle<S> {
+    id: NodeId,
+    tx: mpsc::UnboundedSender<Cmd<S>>,
+    tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl<S> Clone for NodeHandle<S> {
+    fn clone(&self) -> Self {
+        NodeHandle { id: self.id.clone(), tx: self.tx.clone(), tasks: self.tasks.clone() }
+    }
+}
+
+/// Starts replicas.
+pub struct Node;
+
+impl Node {
+    /// Load the store, rebuild the replica, and start its tasks.
+    pub async fn start<S, L, T>(opts: NodeOptions<S, L, T>) -> Result<NodeHandle<S>, NodeError>
+    where
+        S: StateMachine,
+        L: LogStore,
+        T: Transport,
+    {
+        let NodeOptions { id, config, state_machine, mut store, transport, initial_primary, seeds, rng_seed } =
+            opts;
+        let recovered = store.load().await?;
+        let tick = Duration::from_millis(config.tick_interval_ms);
+        let start = Start { id: id.clone(), initial_primary, seeds, rng_seed };
+        let origin = Instant::now();
+        let replica: Replica<S, Responder> = Replica::new(start, config, state_machine, recovered, 0)?;
+
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (store_tx, store_rx) = mpsc::unbounded_channel();
+        let store_task = tokio::spawn(run_store(store, store_rx, tx.clone()));
+        let core = Core { replica, store_tx, transport: Arc::new(transport), tx: tx.clone(), origin, id: id.clone() };
+        let core_task = tokio::spawn(core.run(rx, tick));
+        Ok(NodeHandle { id, tx, tasks: Arc::new(Mutex::new(vec![store_task, core_task])) })
+    }
+}
+
+impl<S: StateMachine> NodeHandle<S> {
+    /// This replica's id.
+    pub fn id(&self) -> &NodeId {
+        &self.id
+    }
+
+    /// A snapshot of the replica's state (role, epoch, log positions, in-sync set, services).
+    pub async fn status(&self) -> Result<Status, NodeStopped> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Cmd::Status(tx)).map_err(|_| NodeStopped)?;
+        rx.await.map_err(|_| NodeStopped)
+    }
+
+    /// Run `f` on the applied state machine (a local, possibly stale read for an embedding
+    /// program; it reflects exactly the committed entries through `status().applied`).
+    pub async fn inspect<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&S) -> T + Send + 'static,
+    ) -> Result<T, NodeStopped> {
+        let (tx, rx) = oneshot::channel();
+        let job = Box::new(move |s: &S| {
+            let _ = tx.send(f(s));
+        });
+        self.tx.send(Cmd::Inspect(job)).map_err(|_| NodeStopped)?;
+        rx.await.map_err(|_| NodeStopped)
+    }
+
+    /// Submit a write directly to this replica (it must be the primary). `id` deduplicates:
+    /// submitting the same id again returns the first result.
+    pub async fn write(&self, id: Uuid, command: &S::Command) -> Result<S::Output, LocalWriteError> {
+        let command = message::to_bytes(command).map_err(|e| LocalWriteError::Codec(e.to_string()))?;
+        let msg = Message {
+            from: self.id.clone(),
+            epoch: 0,
+            clock: 0,
+            body: Body::Write(WriteRequest { id, command }),
+        };
+        let reply = self.call(msg).await?;
+        match reply.body {
+            Body::WriteReply(Ok(w)) => {
+                message::from_bytes(&w.output).map_err(|e| LocalWriteError::Codec(e.to_string()))
+            }
+            Body::WriteReply(Err(e)) => Err(e.into()),
+            other => Err(LocalWriteError::Codec(format!("unexpected reply {}", other.kind()))),
+        }
+    }
+
+    async fn call(&self, msg: Message) -> Result<Message, NodeStopped> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Cmd::Input(Input::Request { reply: tx, msg })).map_err(|_| NodeStopped)?;
+        rx.await.map_err(|_| NodeStopped)
+    }
+
+    /// Stop the node at once, as a crash would: tasks are aborted mid-flight, nothing is
+    /// flushed. (With a real store, what was synced survives; see `MemLogStore::crash`.)
+    pub fn stop(&self) {
+        let tasks = self.tasks.lock().map(|mut t| std::mem::take(&mut *t)).unwrap_or_default();
+        for t in tasks {
+            t.abort();
+        }
+    }
+
+    /// Whether the node's tasks are still running.
+    pub fn is_running(&self) -> bool {
+        !self.tx.is_closed()
+    }
+}
+
+#[async_trait]
+impl<S: StateMachine> Handler for NodeHandle<S> {
+    async fn handle(&self, msg: Message) -> Result<Message, NodeStopped> {
+        self.call(msg).await
+    }
+}
+
+/// The core task's state.
+struct Core<S: StateMachine, T> {
+    replica: Replica<S, Responder>,
+    store_tx: mpsc::UnboundedSender<(u64, StoreOp)>,
+    transport: Arc<T>,
+    tx: mpsc::UnboundedSender<Cmd<S>>,
+    origin: Instant,
+    id: NodeId,
+}
+
+impl<S: StateMachine, T: Transport> Core<S, T> {
+    fn now(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Cmd<S>>, tick: Duration) {
+        let mut ticker = tokio::time::interval(tick);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        self.execute();
+        loop {
+            tokio::select! {
+                cmd = rx.recv() => {
+                    let Some(cmd) = cmd else { break };
+                    if !self.process(cmd) {
+                        break;
+                    }
+                    for _ in 1..INPUTS_PER_TURN_MAX {
+                        match rx.try_recv() {
+                            Ok(cmd) => {
+                                if !self.process(cmd) {
+                                    return;
+                                }
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                }
+                _ = ticker.tick() => {
+                    let now = self.now();
+                    self.replica.step(now, Input::Tick);
+                }
+            }
+            self.execute();
+        }
+    }
+
+    /// Returns false when the node must stop.
+    fn process(&mut self, cmd: Cmd<S>) -> bool {
+        match cmd {
+            Cmd::Input(input) => {
+                let now = self.now();
+                self.replica.step(now, input);
+            }
+            Cmd::Status(tx) => {
+                let _ = tx.send(self.replica.status());
+            }
+            Cmd::Inspect(job) => job(self.replica.state_machine()),
+            Cmd::Fatal(reason) => {
+                tracing::error!(node = %self.id, %reason, "storage failed; replica halts and needs a full copy");
+                return false;
+            }
+        }
+        true
+    }
+
+    fn execute(&mut self) {
+        for out in self.replica.take_outputs() {
+            match out {
+                Output::Call { to, kind, msg } => {
+                    let (transport, tx) = (self.transport.clone(), self.tx.clone());
+                    tokio::spawn(async move {
+                        let input = match transport.call(&to, msg).await {
+                            Ok(msg) => Input::Response { from: to, msg },
+                            Err(e) => {
+                                tracing::trace!(peer = %to, error = %e, "call failed");
+                                Input::CallFailed { to, kind }
+                            }
+                        };
+                        let _ = tx.send(Cmd::Input(input));
+                    });
+                }
+                Output::Respond { reply, msg } => {
+                    let _ = reply.send(msg);
+                }
+                Output::Store { seq, op } => {
+                    let _ = self.store_tx.send((seq, op));
+                }
+                Output::Event(ev) => log_event(&self.id, &ev),
+            }
+        }
+    }
+}
+
+fn log_event(node: &NodeId, ev: &Event) {
+    match ev {
+        Event::RoleChanged { role, epoch, primary } => {
+            tracing::info!(%node, %role, epoch, primary = ?primary, "role changed")
+        }
+        Event::InSyncChanged { in_sync } => tracing::info!(%node, ?in_sync, "in-sync set changed"),
+        Event::ElectionStarted { epoch } => tracing::info!(%node, epoch, "election started"),
+        Event::SnapshotSent { to, last } => {
+            tracing::info!(%node, %to, index = last.index, "full copy sent")
+        }
+        Event::SnapshotInstalled { last } => {
+            tracing::info!(%node, index = last.index, "full copy installed")
+        }
+        Event::SnapshotTaken { last } => tracing::debug!(%node, index = last.index, "snapshot taken"),
+        Event::ServiceAdded { address } => tracing::info!(%node, %address, "service joined"),
+        Event::ServiceRemoved { address } => tracing::info!(%node, %address, "service removed"),
+        Event::SnapshotRejected { reason } => tracing::warn!(%node, %reason, "snapshot rejected"),
+    }
+}
+
+/// Most operations executed before one sync.
+const STORE_OPS_PER_SYNC_MAX: usize = 1024;
+
+async fn run_store<S, L: LogStore>(
+    mut store: L,
+    mut rx: mpsc::UnboundedReceiver<(u64, StoreOp)>,
+    tx: mpsc::UnboundedSender<Cmd<S>>,
+) {
+    while let Some((seq, op)) = rx.recv().await {
+        let mut batch = vec![(seq, op)];
+        while batch.len() < STORE_OPS_PER_SYNC_MAX {
+            match rx.try_recv() {
+                Ok(x) => batch.push(x),
+                Err(_) => break,
+            }
+        }
+        let mut last = 0;
+        let mut needs_sync = false;
+        let mut result = Ok(());
+        for (seq, op) in &batch {
+            needs_sync |= matches!(op, StoreOp::Append(_));
+            result = store.execute(op).await;
+            if result.is_err() {
+                break;
+            }
+            last = *seq;
+        }
+        if result.is_ok() && needs_sync {
+            result = store.sync().await;
+        }
+        let cmd = match result {
+            Ok(()) => Cmd::Input(Input::Persisted { seq: last }),
+            Err(e) => Cmd::Fatal(e.to_string()),
+        };
+        let fatal = matches!(cmd, Cmd::Fatal(_));
+        if tx.send(cmd).is_err() || fatal {
+            return;
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! The dedup table: request id → first result, with a count-based retention bound.
+//!
+//! Invariant: identical on every replica after applying the same entries (insertion and eviction
+//! depend only on the apply order), which is why it can be part of snapshots.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+
+use uuid::Uuid;
+
+use crate::types::DedupRecord;
+
+/// Hashes UUIDs by mixing their bytes with one multiply per word. Request ids are random v4
+/// UUIDs chosen by authenticated front ends, so SipHash's flooding resistance buys nothing here
+/// and costs a measurable share of the write path.
+#[derive(Default)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0 ^ u64::from_le_bytes(word)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_usize(&mut self, _: usize) {
+        // Length prefixes of the fixed 16-byte id carry no information.
+    }
+}
+
+/// A `HashMap` keyed by request id.
+pub(crate) type IdMap<V> = HashMap<Uuid, V, BuildHasherDefault<IdHasher>>;
+
+/// Remembers the result of the most recent `max` applied writes.
+#[derive(Debug)]
+pub(crate) struct DedupTable {
+    map: IdMap<DedupRecord>,
+    /// Ids in apply order, oldest first: the eviction order.
+    order: VecDeque<Uuid>,
+    max: usize,
+}
+
+impl DedupTable {
+    pub(crate) fn new(max: usize) -> Self {
+        DedupTable { map: IdMap::default(), order: VecDeque::new(), max }
+    }
+
+    pub(crate) fn get(&self, id: &Uuid) -> Option<&DedupRecord> {
+        self.map.get(id)
+    }
+
+    /// Remember a result. A second insert of the same id keeps the first result.
+    pub(crate) fn insert(&mut self, rec: DedupRecord) {
+        if self.max == 0 || self.map.contains_key(&rec.id) {
+            return;
+        }
+        self.order.push_back(rec.id);
+        self.map.insert(rec.id, rec);
+        while self.order.len() > self.max {
+            if let Some(old) = self.order.pop_front() {
+                self.map.remove(&old);
+            }
+        }
+        debug_assert_eq!(self.map.len(), self.order.len());
+    }
+
+    /// The whole table, oldest first, for a snapshot.
+    pub(crate) fn to_vec(&self) -> Vec<DedupRecord> {
+        self.order.iter().filter_map(|id| self.map.get(id).cloned()).collect()
+    }
+
+    /// Replace the table with a snapshot's.
+    pub(crate) fn restore(&mut self, records: Vec<DedupRecord>) {
+        self.map.clear();
+        self.order.clear();
+        for rec in records {
+            self.insert(rec);
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn rec(n: u128) -> DedupRecord {
+        DedupRecord {
+            id: Uuid::from_u128(n),
+            index: n as u64,
+            lamport: n as u64,
+            output: Bytes::from(n.to_le_bytes().to_vec()),
+        }
+    }
+
+    #[test]
+    fn keeps_first_result_and_evicts_oldest() {
+        let mut t = DedupTable::new(3);
+        t.insert(rec(1));
+        let mut again = rec(1);
+        again.output = Bytes::from_static(b"other");
+        t.insert(again);
+        assert_eq!(t.get(&Uuid::from_u128(1)), Some(&rec(1)), "first result wins");
+        for n in 2..=4 {
+            t.insert(rec(n));
+        }
+        assert_eq!(t.len(), 3);
+        assert!(t.get(&Uuid::from_u128(1)).is_none(), "oldest evicted past the bound");
+        assert_eq!(t.to_vec(), vec![rec(2), rec(3), rec(4)]);
+        let mut u = DedupTable::new(3);
+        u.restore(t.to_vec());
+        assert_eq!(u.to_vec(), t.to_vec());
+    }
+}

@@ -1,0 +1,219 @@
+//! Elections: the seed's bully algorithm, ranked by log freshness instead of address.
+//!
+//! A candidate asks every replica it knows (`ElectionQuery`, the seed's `GET /election`). It
+//! defers when someone still hears a primary, or when an eligible replica outranks it; otherwise
+//! it takes the next epoch and announces itself (the seed's `POST /election`).
+//!
+//! Invariants:
+//! - **rank** = (epoch of last entry, lamport of last entry, id): the freshest log wins, the id
+//!   only breaks ties. Every acknowledged write is on every in-sync replica, so the
+//!   highest-ranked eligible replica holds all of them.
+//! - Only an *eligible* replica (in the in-sync set of its latest configuration, and caught up
+//!   with a primary since it started) wins on its own. A restarted replica may have missed its
+//!   own removal from the in-sync set, so it wins only after hearing from every member of every
+//!   in-sync set it is told about (the whole-cluster-restart case).
+//! - The new primary's in-sync set holds itself and the in-sync repliers whose logs are a prefix
+//!   of its own; everyone else rejoins after catching up.
+//!
+//! The seed's "pull what a reachable replica has that the winner lacks" step is not needed: the
+//! winner outranks every eligible replica, so anything only an ineligible replica holds was never
+//! acknowledged, and its client retries it under the same id.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{Event, Replica};
+use crate::message::{Body, ElectionReply, Rank};
+use crate::state_machine::StateMachine;
+use crate::types::{Epoch, NodeId, Role};
+
+/// One election round, as the candidate sees it.
+#[derive(Debug)]
+pub(super) struct Election {
+    /// When to stop waiting (for answers, or for the announcement).
+    deadline: u64,
+    /// A higher-ranked replica answered: we wait for its announcement.
+    waiting: bool,
+    /// Replicas asked this round.
+    asked: BTreeSet<NodeId>,
+    /// Their answers, with the epoch each answered in.
+    replies: BTreeMap<NodeId, (Epoch, ElectionReply)>,
+    /// Replicas whose query failed in transport.
+    failed: BTreeSet<NodeId>,
+}
+
+impl Election {
+    fn complete(&self) -> bool {
+        self.asked.iter().all(|id| self.replies.contains_key(id) || self.failed.contains(id))
+    }
+}
+
+impl<S: StateMachine, R> Replica<S, R> {
+    fn election_deadline(&mut self) -> u64 {
+        let jitter = self.rng.below(self.cfg.election_wait_ms / 2 + 1);
+        self.now + self.cfg.election_wait_ms + jitter
+    }
+
+    /// Start a round: become a candidate and ask every known replica once.
+    pub(super) fn start_election(&mut self) {
+        let asked = self.known_replicas();
+        let deadline = self.election_deadline();
+        let was = self.role;
+        self.role = Role::Candidate;
+        self.primary = None;
+        self.election = Some(Election {
+            deadline,
+            waiting: false,
+            asked: asked.clone(),
+            replies: BTreeMap::new(),
+            failed: BTreeSet::new(),
+        });
+        if was != Role::Candidate {
+            self.event(Event::RoleChanged { role: Role::Candidate, epoch: self.hard.epoch, primary: None });
+        }
+        self.event(Event::ElectionStarted { epoch: self.hard.epoch });
+        let rank = self.rank();
+        for to in asked {
+            self.call(to, Body::ElectionQuery(rank.clone()));
+        }
+        if self.election.as_ref().is_some_and(Election::complete) {
+            self.decide();
+        }
+    }
+
+    pub(super) fn on_election_query(&mut self, reply: R, from: NodeId, epoch: Epoch, rank: Rank) {
+        if epoch > self.hard.epoch {
+            self.adopt_epoch(epoch, None);
+        }
+        let live_primary = match self.role {
+            Role::Primary => Some(self.id.clone()),
+            Role::Secondary
+                if self.now.saturating_sub(self.primary_contact) < self.cfg.failure_timeout_ms =>
+            {
+                self.primary.clone()
+            }
+            _ => None,
+        };
+        let answer = ElectionReply {
+            rank: self.rank(),
+            in_sync: self.config.in_sync.contains(&self.id),
+            confirmed: self.confirmed,
+            primary: live_primary.clone(),
+            config_in_sync: self.config.in_sync.iter().cloned().collect(),
+            last: self.log.last(),
+        };
+        self.respond(reply, Body::ElectionReply(answer));
+        // The seed: a secondary that gets an election request (and no longer hears its
+        // primary) becomes a candidate itself.
+        if live_primary.is_none() && self.role == Role::Secondary {
+            tracing::debug!(candidate = %from, their_rank = ?rank, "election request; joining the election");
+            self.start_election();
+        }
+    }
+
+    pub(super) fn on_election_reply(&mut self, from: NodeId, epoch: Epoch, answer: ElectionReply) {
+        if self.role != Role::Candidate {
+            return;
+        }
+        let Some(el) = self.election.as_mut() else { return };
+        if !el.asked.contains(&from) || el.waiting {
+            return;
+        }
+        el.replies.insert(from, (epoch, answer));
+        if el.complete() {
+            self.decide();
+        }
+    }
+
+    pub(super) fn on_election_query_failed(&mut self, to: &NodeId) {
+        let Some(el) = self.election.as_mut() else { return };
+        if el.waiting {
+            return;
+        }
+        el.failed.insert(to.clone());
+        if self.role == Role::Candidate && el.complete() {
+            self.decide();
+        }
+    }
+
+    pub(super) fn election_tick(&mut self) {
+        let Some(el) = self.election.as_ref() else {
+            self.start_election();
+            return;
+        };
+        if self.now < el.deadline {
+            return;
+        }
+        if el.waiting {
+            // The announcement never came: new round.
+            self.start_election();
+        } else {
+            self.decide();
+        }
+    }
+
+    /// All answers are in (or the round timed out): follow, wait, or win.
+    fn decide(&mut self) {
+        let Some(el) = self.election.as_ref() else { return };
+        let me = self.rank();
+        // Someone still hears a primary: follow it, and give it a failure timeout to reach us.
+        let live = el
+            .replies
+            .values()
+            .find_map(|(_, r)| r.primary.clone().filter(|p| *p != self.id));
+        if let Some(p) = live {
+            self.become_secondary(Some(p));
+            return;
+        }
+        let in_sync = self.config.in_sync.contains(&self.id);
+        let may_win = if self.eligible() {
+            !el.replies.values().any(|(_, r)| r.in_sync && r.confirmed && r.rank > me)
+        } else if in_sync {
+            // Restarted: win only if no one can do better and we heard from every member of
+            // every in-sync set we know of.
+            let someone_better =
+                el.replies.values().any(|(_, r)| r.in_sync && (r.confirmed || r.rank > me));
+            let members: BTreeSet<&NodeId> = self
+                .config
+                .in_sync
+                .iter()
+                .chain(el.replies.values().flat_map(|(_, r)| r.config_in_sync.iter()))
+                .filter(|m| **m != self.id)
+                .collect();
+            let heard_all = members.iter().all(|m| el.replies.contains_key(*m));
+            !someone_better && heard_all
+        } else {
+            false
+        };
+        if may_win {
+            let epoch = el.replies.values().map(|(e, _)| *e).max().unwrap_or(0).max(self.hard.epoch) + 1;
+            let in_sync: BTreeSet<NodeId> = el
+                .replies
+                .iter()
+                .filter(|(_, (_, r))| r.in_sync && self.log.pos_at(r.last.index) == Some(r.last))
+                .map(|(id, _)| id.clone())
+                .collect();
+            tracing::info!(epoch, ?in_sync, "won the election");
+            self.stats.elections_won += 1;
+            self.take_office(epoch, in_sync);
+        } else {
+            let deadline = self.election_deadline();
+            if let Some(el) = self.election.as_mut() {
+                el.waiting = true;
+                el.deadline = deadline;
+            }
+        }
+    }
+
+    pub(super) fn on_announce(&mut self, reply: R, from: NodeId, epoch: Epoch) {
+        if epoch < self.hard.epoch {
+            self.respond(reply, Body::StaleEpoch);
+            return;
+        }
+        if epoch > self.hard.epoch {
+            self.adopt_epoch(epoch, Some(from));
+        } else if self.role != Role::Primary {
+            self.become_secondary(Some(from));
+        }
+        self.respond(reply, Body::Ack);
+    }
+}

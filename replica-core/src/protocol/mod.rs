@@ -1,0 +1,873 @@
+//! The deterministic protocol core: replication, catch-up, election and membership as a state
+//! machine with no I/O, no clock reads and no async.
+//!
+//! Inputs go in through [`Replica::step`] with the current time; outputs come out of
+//! [`Replica::take_outputs`]: messages to send, replies to inbound requests, storage operations,
+//! and events for logs and metrics. A runtime ([`crate::Node`]) or a simulator executes them. The
+//! same inputs in the same order always produce the same outputs, which is what makes failures
+//! replayable from a seed.
+//!
+//! Start reading at [`Replica::step`]; the write path is in `primary.rs`, the secondary side of
+//! replication in `secondary.rs`, elections in `election.rs`.
+
+mod dedup;
+mod election;
+mod log;
+mod membership;
+mod primary;
+mod secondary;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use bytes::Bytes;
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::message::{self, Body, Message, ReadError, ReadOk, ServiceEntry, ServiceKind};
+use crate::rng::Rng;
+use crate::state_machine::{SnapshotError, StateMachine};
+use crate::storage::{Recovered, StoreOp};
+use crate::types::{
+    ClusterConfig, DedupRecord, Entry, Epoch, HardState, Lamport, LogIndex, LogPos, NodeId, Payload,
+    Role, Snapshot,
+};
+
+use dedup::{DedupTable, IdMap};
+use election::Election;
+use log::Log;
+use membership::Services;
+use primary::Follower;
+
+/// Something that happened to a replica: an inbound message, a reply to one of its calls, a
+/// storage completion, or the passage of time.
+#[derive(Debug)]
+pub enum Input<R> {
+    /// An inbound request. The core answers it exactly once with [`Output::Respond`] carrying
+    /// the same `reply` token (immediately, or later: appends are answered once durable, writes
+    /// once committed).
+    Request {
+        /// Opaque token the runtime uses to route the answer (a oneshot sender, a request id).
+        reply: R,
+        /// The message.
+        msg: Message,
+    },
+    /// The reply to one of this replica's [`Output::Call`]s.
+    Response {
+        /// Who answered.
+        from: NodeId,
+        /// The answer.
+        msg: Message,
+    },
+    /// One of this replica's calls failed in transport (the peer may or may not have seen it).
+    CallFailed {
+        /// The peer.
+        to: NodeId,
+        /// What was being sent.
+        kind: CallKind,
+    },
+    /// Every storage operation up to and including `seq` is durable.
+    Persisted {
+        /// Sequence number from [`Output::Store`].
+        seq: u64,
+    },
+    /// Time passed (the runtime ticks every `tick_interval_ms`).
+    Tick,
+}
+
+/// The kind of an outbound call, reported back when it fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallKind {
+    /// An append or heartbeat.
+    Append,
+    /// A full snapshot.
+    Snapshot,
+    /// An election query.
+    ElectionQuery,
+    /// A new primary's announcement.
+    Announce,
+    /// Membership gossip.
+    Gossip,
+}
+
+impl CallKind {
+    fn of(body: &Body) -> CallKind {
+        match body {
+            Body::Append(_) => CallKind::Append,
+            Body::InstallSnapshot(_) => CallKind::Snapshot,
+            Body::ElectionQuery(_) => CallKind::ElectionQuery,
+            Body::Announce => CallKind::Announce,
+            _ => CallKind::Gossip,
+        }
+    }
+}
+
+/// Something the runtime must do.
+#[derive(Debug)]
+pub enum Output<R> {
+    /// Send `msg` to `to` with `Transport::call`; feed the reply back as [`Input::Response`], or a
+    /// failure as [`Input::CallFailed`] with the given kind.
+    Call {
+        /// Destination.
+        to: NodeId,
+        /// Kind, for [`Input::CallFailed`].
+        kind: CallKind,
+        /// The message.
+        msg: Message,
+    },
+    /// Answer the inbound request that carried `reply`.
+    Respond {
+        /// The token from [`Input::Request`].
+        reply: R,
+        /// The answer.
+        msg: Message,
+    },
+    /// Execute `op` on the log store after every earlier op; report [`Input::Persisted`] once it
+    /// (and everything before it) is durable.
+    Store {
+        /// Increasing sequence number.
+        seq: u64,
+        /// The operation.
+        op: StoreOp,
+    },
+    /// Something worth logging or counting.
+    Event(Event),
+}
+
+/// Notable state changes, for logs, metrics and tests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// Role, epoch or known primary changed.
+    RoleChanged {
+        /// New role.
+        role: Role,
+        /// Current epoch.
+        epoch: Epoch,
+        /// Known primary.
+        primary: Option<NodeId>,
+    },
+    /// The in-sync set in the log changed.
+    InSyncChanged {
+        /// New in-sync set.
+        in_sync: Vec<NodeId>,
+    },
+    /// An election round started.
+    ElectionStarted {
+        /// Our epoch when it started.
+        epoch: Epoch,
+    },
+    /// A full copy was sent to a secondary.
+    SnapshotSent {
+        /// The secondary.
+        to: NodeId,
+        /// Last entry covered.
+        last: LogPos,
+    },
+    /// A full copy from the primary replaced this replica's state.
+    SnapshotInstalled {
+        /// Last entry covered.
+        last: LogPos,
+    },
+    /// This replica took a snapshot and compacted its log.
+    SnapshotTaken {
+        /// Last entry covered.
+        last: LogPos,
+    },
+    /// A service joined the list.
+    ServiceAdded {
+        /// Its address.
+        address: NodeId,
+    },
+    /// A service was removed from the list after the suspicion timeout.
+    ServiceRemoved {
+        /// Its address.
+        address: NodeId,
+    },
+    /// A received snapshot could not be restored; the state is unchanged.
+    SnapshotRejected {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A point-in-time view of a replica, for `/status`, dashboards and tests.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Status {
+    /// This replica.
+    pub id: NodeId,
+    /// Its role.
+    pub role: Role,
+    /// Its epoch.
+    pub epoch: Epoch,
+    /// The primary it follows (itself when primary).
+    pub primary: Option<NodeId>,
+    /// Its Lamport clock.
+    pub clock: Lamport,
+    /// Last entry in its log.
+    pub last: LogPos,
+    /// Highest committed index it knows.
+    pub commit: LogIndex,
+    /// Last applied entry.
+    pub applied: LogPos,
+    /// In-sync set of its latest configuration.
+    pub in_sync: Vec<NodeId>,
+    /// Whether it may win an election (in sync and caught up since start).
+    pub eligible: bool,
+    /// Primary only: per secondary, the highest index it acknowledged.
+    pub followers: Vec<FollowerStatus>,
+    /// The service list.
+    pub services: Vec<ServiceEntry>,
+    /// Entries held in memory.
+    pub log_len: usize,
+    /// Base of the in-memory log (last compacted or snapshot position).
+    pub log_base: LogPos,
+    /// Dedup records held.
+    pub dedup_len: usize,
+    /// Full copies this replica has sent (as primary).
+    pub snapshots_sent: u64,
+    /// Full copies this replica has installed (as secondary).
+    pub snapshots_installed: u64,
+    /// Elections this replica has won.
+    pub elections_won: u64,
+}
+
+/// A secondary as the primary sees it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FollowerStatus {
+    /// The secondary.
+    pub id: NodeId,
+    /// Highest index it acknowledged durable.
+    pub matched: LogIndex,
+    /// Whether it is in the in-sync set.
+    pub in_sync: bool,
+}
+
+/// How a replica starts.
+#[derive(Clone, Debug)]
+pub struct Start {
+    /// This replica's id (its address).
+    pub id: NodeId,
+    /// Whether it is the configured initial primary. Only matters for an empty log: a replica
+    /// with history always starts as a secondary and lets the election decide.
+    pub initial_primary: bool,
+    /// Addresses to greet at start (the configured primary).
+    pub seeds: Vec<NodeId>,
+    /// Seed of the RNG for jitter.
+    pub rng_seed: u64,
+}
+
+/// Recovery failed: the stored state cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum RecoveryError {
+    /// The stored snapshot was rejected by the state machine.
+    #[error("stored snapshot unusable: {0}")]
+    Snapshot(#[from] SnapshotError),
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+}
+
+/// One replica's protocol state. Generic over the application `S` and the runtime's reply token
+/// `R` (see [`Input::Request`]).
+pub struct Replica<S: StateMachine, R> {
+    id: NodeId,
+    cfg: Config,
+    rng: Rng,
+    now: u64,
+
+    // --- persisted (log, snapshot, hard state)
+    hard: HardState,
+    /// Commit point last written to the store.
+    hard_saved_commit: LogIndex,
+    hard_saved_at: u64,
+    log: Log,
+    /// Latest configuration in the log (in force as soon as appended).
+    config: ClusterConfig,
+
+    // --- applied state
+    sm: S,
+    dedup: DedupTable,
+    applied: LogPos,
+    /// Configuration in force at `applied` (goes into snapshots).
+    applied_config: ClusterConfig,
+    last_snapshot: LogPos,
+
+    // --- role
+    role: Role,
+    primary: Option<NodeId>,
+    clock: Lamport,
+    /// Caught up with a primary's commit point since this process started.
+    confirmed: bool,
+    /// When we last heard from our primary.
+    primary_contact: u64,
+    /// When a secondary gives up on its primary.
+    failure_deadline: u64,
+
+    // --- storage pipeline
+    store_seq: u64,
+    durable_seq: u64,
+    /// Entries appended to `log` not yet handed to the store.
+    unpersisted: Vec<Entry>,
+    /// `(seq, index)`: once `seq` is durable, the log is durable through `index`.
+    durable_marks: VecDeque<(u64, LogIndex)>,
+    durable_index: LogIndex,
+    /// Secondary: append replies waiting for durability, `(matched, reply, msg)`.
+    pending_acks: VecDeque<(LogIndex, R, Message)>,
+
+    // --- primary
+    followers: BTreeMap<NodeId, Follower>,
+    /// Clients waiting for their entry to commit, in index order.
+    waiters: VecDeque<(LogIndex, R)>,
+    /// Retries of ids still in flight, waiting on an earlier index.
+    late_waiters: Vec<(LogIndex, R)>,
+    /// Ids of entries appended but not yet applied, so a retry joins the first attempt.
+    pending_ids: IdMap<LogIndex>,
+
+    // --- candidate
+    election: Option<Election>,
+
+    // --- membership
+    services: Services,
+    next_gossip: u64,
+
+    outputs: Vec<Output<R>>,
+    stats: Stats,
+}
+
+#[derive(Default)]
+struct Stats {
+    snapshots_sent: u64,
+    snapshots_installed: u64,
+    elections_won: u64,
+}
+
+impl<S: StateMachine, R> Replica<S, R> {
+    /// Rebuild a replica from what its store recovered.
+    ///
+    /// Committed entries after the snapshot are re-applied here. The new generation is emitted
+    /// as a hard-state store operation, so take the outputs before anything else.
+    pub fn new(
+        start: Start,
+        cfg: Config,
+        mut sm: S,
+        recovered: Recovered,
+        now: u64,
+    ) -> Result<Self, RecoveryError> {
+        cfg.validate()?;
+        let Recovered { mut hard_state, snapshot, entries } = recovered;
+        hard_state.generation += 1;
+
+        let mut dedup = DedupTable::new(cfg.dedup_entries_max);
+        let (snap_last, snap_config) = match snapshot {
+            Some(snap) => {
+                sm.restore(&snap.state)?;
+                dedup.restore(snap.dedup);
+                (snap.last, snap.config)
+            }
+            None => (LogPos::ZERO, ClusterConfig::default()),
+        };
+        // Entries retained behind the snapshot serve catch-up; the first becomes the base, but
+        // only if the retained run agrees with the snapshot.
+        let (base, rest) = match entries.first() {
+            Some(first) if first.index <= snap_last.index => {
+                let agrees = snap_last.index == 0
+                    || entries.iter().any(|e| e.index == snap_last.index && e.pos() == snap_last);
+                if agrees {
+                    let base = first.pos();
+                    (base, entries.into_iter().skip(1).collect())
+                } else {
+                    tracing::warn!("stored log disagrees with the snapshot; discarding the log");
+                    (snap_last, Vec::new())
+                }
+            }
+            _ => (snap_last, entries),
+        };
+        let (log, dropped) = Log::from_parts(base, rest);
+        if dropped > 0 {
+            tracing::warn!(dropped, "stored log has a gap; entries after it discarded");
+        }
+        let config = log
+            .iter_after(base.index)
+            .filter_map(|e| match &e.payload {
+                Payload::Config(c) => Some(c.clone()),
+                Payload::Command(_) => None,
+            })
+            .last()
+            .unwrap_or_else(|| snap_config.clone());
+        let generation = hard_state.generation;
+        let clock = log.last().lamport.max(snap_last.lamport);
+        let mut r = Replica {
+            id: start.id.clone(),
+            rng: Rng::new(start.rng_seed),
+            now,
+            hard: hard_state,
+            hard_saved_commit: hard_state.commit,
+            hard_saved_at: now,
+            log,
+            config,
+            sm,
+            dedup,
+            applied: snap_last,
+            applied_config: snap_config,
+            last_snapshot: snap_last,
+            role: Role::Secondary,
+            primary: None,
+            clock,
+            confirmed: false,
+            primary_contact: now,
+            failure_deadline: 0,
+            store_seq: 0,
+            durable_seq: 0,
+            unpersisted: Vec::new(),
+            durable_marks: VecDeque::new(),
+            durable_index: 0,
+            pending_acks: VecDeque::new(),
+            followers: BTreeMap::new(),
+            waiters: VecDeque::new(),
+            late_waiters: Vec::new(),
+            pending_ids: IdMap::default(),
+            election: None,
+            services: Services::new(start.id.clone(), ServiceKind::Replica, generation),
+            next_gossip: now,
+            outputs: Vec::new(),
+            stats: Stats::default(),
+            cfg,
+        };
+        r.durable_index = r.log.last().index;
+        r.hard.commit = r.hard.commit.min(r.log.last().index).max(r.applied.index);
+        r.apply_committed();
+        r.store(StoreOp::HardState(r.hard));
+        for seed in start.seeds.iter().chain(r.config.in_sync.iter()).cloned().collect::<Vec<_>>() {
+            r.services.add_seed(seed, now);
+        }
+        if start.initial_primary && r.log.last().index == 0 {
+            r.become_primary_initial();
+        } else {
+            r.reset_failure_deadline();
+            r.event(Event::RoleChanged { role: Role::Secondary, epoch: r.hard.epoch, primary: None });
+        }
+        Ok(r)
+    }
+
+    /// Feed one input. Outputs accumulate until [`Replica::take_outputs`]; feeding several
+    /// inputs before taking outputs is what batches writes (group commit).
+    pub fn step(&mut self, now: u64, input: Input<R>) {
+        self.now = self.now.max(now);
+        match input {
+            Input::Request { reply, msg } => self.on_request(reply, msg),
+            Input::Response { from, msg } => self.on_response(from, msg),
+            Input::CallFailed { to, kind } => self.on_call_failed(to, kind),
+            Input::Persisted { seq } => self.on_persisted(seq),
+            Input::Tick => self.on_tick(),
+        }
+    }
+
+    /// Flush batched work (store appends, replication) and hand back everything to execute.
+    pub fn take_outputs(&mut self) -> Vec<Output<R>> {
+        self.flush();
+        std::mem::take(&mut self.outputs)
+    }
+
+    /// Current view of this replica.
+    pub fn status(&self) -> Status {
+        Status {
+            id: self.id.clone(),
+            role: self.role,
+            epoch: self.hard.epoch,
+            primary: self.primary.clone(),
+            clock: self.clock,
+            last: self.log.last(),
+            commit: self.hard.commit,
+            applied: self.applied,
+            in_sync: self.config.in_sync.iter().cloned().collect(),
+            eligible: self.eligible(),
+            followers: self
+                .followers
+                .iter()
+                .map(|(id, f)| FollowerStatus {
+                    id: id.clone(),
+                    matched: f.matched,
+                    in_sync: self.config.in_sync.contains(id),
+                })
+                .collect(),
+            services: self.services.to_vec(self.primary.as_ref()),
+            log_len: self.log.len(),
+            log_base: self.log.base(),
+            dedup_len: self.dedup.len(),
+            snapshots_sent: self.stats.snapshots_sent,
+            snapshots_installed: self.stats.snapshots_installed,
+            elections_won: self.stats.elections_won,
+        }
+    }
+
+    /// The application state, for local reads by an embedding program. Reflects exactly the
+    /// committed entries through `status().applied`.
+    pub fn state_machine(&self) -> &S {
+        &self.sm
+    }
+
+    /// This replica's id.
+    pub fn id(&self) -> &NodeId {
+        &self.id
+    }
+
+    // ------------------------------------------------------------------ dispatch
+
+    fn on_request(&mut self, reply: R, msg: Message) {
+        let from_replica = !matches!(msg.body, Body::Write(_) | Body::Read(_));
+        if from_replica {
+            self.observe_clock(msg.clock);
+        }
+        match msg.body {
+            Body::Write(w) => self.on_write(reply, w),
+            Body::Read(r) => {
+                let answer = self.on_read(&r);
+                self.respond(reply, Body::ReadReply(answer));
+            }
+            Body::Append(a) => self.on_append(reply, msg.from, msg.epoch, a),
+            Body::InstallSnapshot(s) => self.on_install(reply, msg.from, msg.epoch, *s),
+            Body::ElectionQuery(rank) => self.on_election_query(reply, msg.from, msg.epoch, rank),
+            Body::Announce => self.on_announce(reply, msg.from, msg.epoch),
+            Body::Gossip(list) => {
+                self.merge_services(&list);
+                let list = self.services.to_vec(self.primary.as_ref());
+                self.respond(reply, Body::Services(list));
+            }
+            // Replies arriving as requests are protocol misuse; answer without acting.
+            _ => self.respond(reply, Body::Ack),
+        }
+    }
+
+    fn on_response(&mut self, from: NodeId, msg: Message) {
+        self.observe_clock(msg.clock);
+        if msg.epoch > self.hard.epoch {
+            // Whoever answered knows a newer epoch: we are out of date (and, if primary, deposed).
+            let hint = None;
+            self.adopt_epoch(msg.epoch, hint);
+        }
+        match msg.body {
+            Body::AppendReply(r) => self.on_append_reply(from, msg.epoch, r),
+            Body::ElectionReply(r) => self.on_election_reply(from, msg.epoch, r),
+            Body::Services(list) => self.merge_services(&list),
+            Body::StaleEpoch | Body::Ack => {}
+            _ => {}
+        }
+    }
+
+    fn on_call_failed(&mut self, to: NodeId, kind: CallKind) {
+        match kind {
+            CallKind::Append | CallKind::Snapshot => self.on_append_failed(&to),
+            CallKind::ElectionQuery => self.on_election_query_failed(&to),
+            CallKind::Announce | CallKind::Gossip => {}
+        }
+    }
+
+    fn on_persisted(&mut self, seq: u64) {
+        if seq <= self.durable_seq {
+            return;
+        }
+        self.durable_seq = seq;
+        while let Some(&(s, index)) = self.durable_marks.front() {
+            if s > seq {
+                break;
+            }
+            self.durable_index = index;
+            self.durable_marks.pop_front();
+        }
+        // Secondary: acknowledge appends that are now durable.
+        while let Some((matched, _, _)) = self.pending_acks.front() {
+            if *matched > self.durable_index {
+                break;
+            }
+            if let Some((_, reply, msg)) = self.pending_acks.pop_front() {
+                self.outputs.push(Output::Respond { reply, msg });
+            }
+        }
+        if self.role == Role::Primary {
+            self.advance_commit();
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let now = self.now;
+        if now >= self.next_gossip {
+            self.next_gossip = now + self.cfg.gossip_interval_ms;
+            self.gossip();
+        }
+        match self.role {
+            Role::Primary => self.primary_tick(),
+            Role::Secondary => {
+                if now >= self.failure_deadline {
+                    self.start_election();
+                }
+            }
+            Role::Candidate => self.election_tick(),
+        }
+        // Persist the commit point now and then: it only saves re-applying on restart, so it is
+        // not worth a sync per batch.
+        if self.hard.commit > self.hard_saved_commit
+            && now.saturating_sub(self.hard_saved_at) >= 1000
+        {
+            self.save_hard_state();
+        }
+    }
+
+    // ------------------------------------------------------------------ reads
+
+    fn on_read(&self, r: &message::ReadRequest) -> Result<ReadOk, ReadError> {
+        if self.applied.lamport < r.fence {
+            return Err(ReadError::Behind { applied: self.applied.lamport });
+        }
+        let query: S::Query =
+            message::from_bytes(&r.query).map_err(|e| ReadError::Rejected(e.to_string()))?;
+        let answer = self.sm.query(&query);
+        let answer = message::to_bytes(&answer).map_err(|e| ReadError::Rejected(e.to_string()))?;
+        Ok(ReadOk { answer, applied: self.applied.lamport })
+    }
+
+    // ------------------------------------------------------------------ membership
+
+    fn merge_services(&mut self, list: &[ServiceEntry]) {
+        let outcome = self.services.merge(self.now, list);
+        for id in outcome.added {
+            self.event(Event::ServiceAdded { address: id });
+        }
+        for id in outcome.restarted {
+            // A restarted secondary may have lost unsynced entries: probe it from scratch.
+            if let Some(f) = self.followers.get_mut(&id) {
+                f.reset(self.log.last().index, self.now);
+            }
+        }
+    }
+
+    fn gossip(&mut self) {
+        self.services.beat();
+        let removed = self.services.expire(self.now, self.cfg.suspicion_timeout_ms);
+        for e in removed {
+            self.event(Event::ServiceRemoved { address: e.address });
+        }
+        let list = self.services.to_vec(self.primary.as_ref());
+        let targets: Vec<NodeId> = self.services.replicas().cloned().collect();
+        for to in targets {
+            self.call(to, Body::Gossip(list.clone()));
+        }
+    }
+
+    /// Replicas we know of, besides ourselves: the service list and the in-sync set.
+    fn known_replicas(&self) -> BTreeSet<NodeId> {
+        self.services
+            .replicas()
+            .chain(self.config.in_sync.iter())
+            .filter(|id| **id != self.id)
+            .cloned()
+            .collect()
+    }
+
+    // ------------------------------------------------------------------ epochs and roles
+
+    /// Move to a newer epoch. A primary or candidate steps down.
+    fn adopt_epoch(&mut self, epoch: Epoch, primary: Option<NodeId>) {
+        if epoch <= self.hard.epoch {
+            return;
+        }
+        self.hard.epoch = epoch;
+        self.save_hard_state();
+        self.become_secondary(primary);
+    }
+
+    fn become_secondary(&mut self, primary: Option<NodeId>) {
+        let was = self.role;
+        if was == Role::Primary {
+            self.step_down();
+        }
+        self.election = None;
+        let changed = was != Role::Secondary || self.primary != primary;
+        self.role = Role::Secondary;
+        self.primary = primary;
+        self.primary_contact = self.now;
+        self.reset_failure_deadline();
+        if changed {
+            self.event(Event::RoleChanged {
+                role: Role::Secondary,
+                epoch: self.hard.epoch,
+                primary: self.primary.clone(),
+            });
+        }
+    }
+
+    fn reset_failure_deadline(&mut self) {
+        let jitter = self.rng.below(self.cfg.failure_jitter_ms + 1);
+        self.failure_deadline = self.now + self.cfg.failure_timeout_ms + jitter;
+    }
+
+    /// Eligible to win an election: in the in-sync set of the latest configuration, and caught
+    /// up with a primary since this process started.
+    fn eligible(&self) -> bool {
+        self.confirmed && self.config.in_sync.contains(&self.id)
+    }
+
+    fn rank(&self) -> message::Rank {
+        let last = self.log.last();
+        message::Rank { last_epoch: last.epoch, last_lamport: last.lamport, node: self.id.clone() }
+    }
+
+    // ------------------------------------------------------------------ clock
+
+    fn observe_clock(&mut self, clock: Lamport) {
+        self.clock = self.clock.max(clock).saturating_add(1);
+    }
+
+    /// Next Lamport stamp for an entry: above everything seen.
+    fn stamp(&mut self) -> Lamport {
+        self.clock = self.clock.max(self.log.last().lamport).saturating_add(1);
+        self.clock
+    }
+
+    // ------------------------------------------------------------------ output helpers
+
+    fn msg(&self, body: Body) -> Message {
+        Message { from: self.id.clone(), epoch: self.hard.epoch, clock: self.clock, body }
+    }
+
+    fn call(&mut self, to: NodeId, body: Body) {
+        let kind = CallKind::of(&body);
+        let msg = self.msg(body);
+        self.outputs.push(Output::Call { to, kind, msg });
+    }
+
+    fn respond(&mut self, reply: R, body: Body) {
+        let msg = self.msg(body);
+        self.outputs.push(Output::Respond { reply, msg });
+    }
+
+    fn event(&mut self, ev: Event) {
+        self.outputs.push(Output::Event(ev));
+    }
+
+    /// Emit a storage operation, after any entries still waiting to be persisted (order!).
+    fn store(&mut self, op: StoreOp) -> u64 {
+        self.flush_entries();
+        self.store_seq += 1;
+        self.outputs.push(Output::Store { seq: self.store_seq, op });
+        self.store_seq
+    }
+
+    fn save_hard_state(&mut self) {
+        self.hard_saved_commit = self.hard.commit;
+        self.hard_saved_at = self.now;
+        self.store(StoreOp::HardState(self.hard));
+    }
+
+    /// Append an entry to the in-memory log and queue it for the store.
+    fn append_local(&mut self, entry: Entry) {
+        if let Payload::Config(c) = &entry.payload {
+            self.set_config(c.clone());
+        }
+        self.unpersisted.push(entry.clone());
+        self.log.push(entry);
+    }
+
+    fn set_config(&mut self, c: ClusterConfig) {
+        let changed = c.in_sync != self.config.in_sync;
+        self.config = c;
+        if changed {
+            let in_sync = self.config.in_sync.iter().cloned().collect();
+            self.event(Event::InSyncChanged { in_sync });
+        }
+    }
+
+    fn flush_entries(&mut self) {
+        if self.unpersisted.is_empty() {
+            return;
+        }
+        let entries = std::mem::take(&mut self.unpersisted);
+        let last = entries.last().map_or(0, |e| e.index);
+        self.store_seq += 1;
+        self.durable_marks.push_back((self.store_seq, last));
+        self.outputs.push(Output::Store { seq: self.store_seq, op: StoreOp::Append(entries) });
+    }
+
+    fn flush(&mut self) {
+        self.flush_entries();
+        if self.role == Role::Primary {
+            self.replicate();
+        }
+    }
+
+    // ------------------------------------------------------------------ applying
+
+    /// Apply committed entries in order; answer waiting clients; snapshot when due.
+    fn apply_committed(&mut self) {
+        let commit = self.hard.commit.min(self.log.last().index);
+        while self.applied.index < commit {
+            let Some(entry) = self.log.get(self.applied.index + 1) else {
+                // Unreachable by construction: compaction never passes `applied`.
+                break;
+            };
+            let (pos, id) = (entry.pos(), entry.id);
+            let output = match &entry.payload {
+                Payload::Command(cmd) => Some(apply_command(&mut self.sm, cmd)),
+                Payload::Config(c) => {
+                    self.applied_config = c.clone();
+                    None
+                }
+            };
+            self.applied = pos;
+            if let Some(output) = output {
+                let rec = DedupRecord { id, index: pos.index, lamport: pos.lamport, output };
+                if self.role == Role::Primary {
+                    self.pending_ids.remove(&id);
+                    self.answer_waiters(&rec);
+                }
+                self.dedup.insert(rec);
+            }
+        }
+        self.maybe_snapshot();
+    }
+
+    fn maybe_snapshot(&mut self) {
+        let every = self.cfg.snapshot_interval_entries;
+        if every == 0 || self.applied.index < self.last_snapshot.index + every {
+            return;
+        }
+        let snapshot = self.make_snapshot();
+        let compact_through = self.applied.index.saturating_sub(self.cfg.log_retain_entries);
+        let compact_through = compact_through.max(self.log.base().index);
+        self.last_snapshot = snapshot.last;
+        self.log.compact_through(compact_through);
+        self.event(Event::SnapshotTaken { last: snapshot.last });
+        self.store(StoreOp::Snapshot { snapshot: Box::new(snapshot), compact_through });
+    }
+
+    fn make_snapshot(&self) -> Snapshot {
+        Snapshot {
+            last: self.applied,
+            config: self.applied_config.clone(),
+            state: Bytes::from(self.sm.snapshot()),
+            dedup: self.dedup.to_vec(),
+        }
+    }
+}
+
+/// Decode and apply one command. Commands are validated before they enter the log, so a decode
+/// failure here means a peer sent garbage; every replica sees the same bytes and skips it the
+/// same way, with an empty output.
+fn apply_command<S: StateMachine>(sm: &mut S, cmd: &[u8]) -> Bytes {
+    match message::from_bytes::<S::Command>(cmd) {
+        Ok(cmd) => {
+            let out = sm.apply(&cmd);
+            message::to_bytes(&out).unwrap_or_default()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "undecodable command in the log; skipped");
+            Bytes::new()
+        }
+    }
+}
+
+/// A fresh request id, from the core's RNG (deterministic) for configuration entries.
+fn config_id(rng: &mut Rng) -> Uuid {
+    Uuid::from_u128(rng.next_u128())
+}
+
+#[cfg(test)]
+mod tests;

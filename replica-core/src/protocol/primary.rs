@@ -1,0 +1,358 @@
+//! The primary's side: the write path, replication to secondaries, commit, and the in-sync set.
+//!
+//! Invariant: an entry is committed — applied, answered, visible to reads — only once it is
+//! durable on the primary and acknowledged durable by every member of the in-sync set in force.
+
+use std::collections::BTreeSet;
+
+use super::{config_id, Event, Output, Replica};
+use crate::message::{self, Append, AppendReply, Body, Message, WriteError, WriteRequest, Written};
+use crate::state_machine::StateMachine;
+use crate::types::{ClusterConfig, DedupRecord, Entry, Epoch, LogIndex, NodeId, Payload, Role};
+
+/// Replication progress of one secondary, as the primary tracks it.
+#[derive(Clone, Debug)]
+pub(super) struct Follower {
+    /// Next index to send.
+    pub(super) next: LogIndex,
+    /// Highest index the secondary acknowledged as durable and equal to ours.
+    pub(super) matched: LogIndex,
+    /// An append or snapshot is outstanding (depth-1 pipeline: the next batch forms meanwhile).
+    in_flight: bool,
+    /// When the outstanding message was sent.
+    sent_at: u64,
+    /// When anything was last sent (heartbeat pacing).
+    last_sent: u64,
+    /// When the secondary last acknowledged successfully.
+    pub(super) last_ack: u64,
+    /// Its log diverged from ours (or needs what we compacted): send a full copy.
+    needs_snapshot: bool,
+    /// Do not send before this time (after a refused snapshot or a failed call).
+    backoff_until: u64,
+}
+
+impl Follower {
+    pub(super) fn new(last_index: LogIndex, now: u64) -> Self {
+        Follower {
+            next: last_index + 1,
+            matched: 0,
+            in_flight: false,
+            sent_at: 0,
+            last_sent: 0,
+            last_ack: now,
+            needs_snapshot: false,
+            backoff_until: 0,
+        }
+    }
+
+    /// Forget what we knew: the process restarted and may have lost unsynced entries.
+    pub(super) fn reset(&mut self, last_index: LogIndex, now: u64) {
+        let last_ack = self.last_ack;
+        *self = Follower::new(last_index, now);
+        self.last_ack = last_ack;
+    }
+}
+
+impl<S: StateMachine, R> Replica<S, R> {
+    /// First boot of the configured primary: epoch 1, in-sync set of one.
+    pub(super) fn become_primary_initial(&mut self) {
+        let epoch = self.hard.epoch + 1;
+        self.take_office(epoch, BTreeSet::new());
+    }
+
+    /// Become primary for `epoch` with `in_sync` (plus ourselves) as the in-sync set.
+    pub(super) fn take_office(&mut self, epoch: Epoch, mut in_sync: BTreeSet<NodeId>) {
+        debug_assert!(epoch > self.hard.epoch, "a new primary needs a new epoch");
+        self.hard.epoch = epoch;
+        self.save_hard_state();
+        self.role = super::Role::Primary;
+        self.primary = Some(self.id.clone());
+        self.confirmed = true;
+        self.election = None;
+        let last = self.log.last().index;
+        let now = self.now;
+        self.followers =
+            self.known_replicas().into_iter().map(|id| (id, Follower::new(last, now))).collect();
+        // Entries we hold but have not applied may be retried by their clients: let the retries
+        // join them instead of executing twice.
+        self.pending_ids = self
+            .log
+            .iter_after(self.applied.index)
+            .filter(|e| matches!(e.payload, Payload::Command(_)))
+            .map(|e| (e.id, e.index))
+            .collect();
+        in_sync.insert(self.id.clone());
+        self.append_config(in_sync);
+        self.event(Event::RoleChanged {
+            role: Role::Primary,
+            epoch,
+            primary: self.primary.clone(),
+        });
+        // The seed's POST /election: tell replicas and front ends who leads now.
+        let targets: Vec<NodeId> =
+            self.known_replicas().into_iter().chain(self.services.frontends().cloned()).collect();
+        for to in targets {
+            self.call(to, Body::Announce);
+        }
+    }
+
+    /// Leave the primary role: pending clients are told to retry elsewhere (with the same id).
+    pub(super) fn step_down(&mut self) {
+        let hint = self.primary.clone().filter(|p| *p != self.id);
+        let waiting: Vec<R> = self
+            .waiters
+            .drain(..)
+            .map(|(_, r)| r)
+            .chain(self.late_waiters.drain(..).map(|(_, r)| r))
+            .collect();
+        for reply in waiting {
+            self.respond(reply, Body::WriteReply(Err(WriteError::NotPrimary { hint: hint.clone() })));
+        }
+        self.followers.clear();
+        self.pending_ids.clear();
+    }
+
+    /// Append a configuration entry with the given in-sync set.
+    fn append_config(&mut self, in_sync: BTreeSet<NodeId>) {
+        let config = ClusterConfig { primary: Some(self.id.clone()), in_sync };
+        let entry = Entry {
+            index: self.log.last().index + 1,
+            lamport: self.stamp(),
+            epoch: self.hard.epoch,
+            id: config_id(&mut self.rng),
+            payload: Payload::Config(config),
+        };
+        self.append_local(entry);
+    }
+
+    // ------------------------------------------------------------------ write path
+
+    pub(super) fn on_write(&mut self, reply: R, w: WriteRequest) {
+        if self.role != Role::Primary {
+            let hint = self.primary.clone();
+            self.respond(reply, Body::WriteReply(Err(WriteError::NotPrimary { hint })));
+            return;
+        }
+        // Already applied: return the first result.
+        if let Some(rec) = self.dedup.get(&w.id) {
+            let written = written(rec);
+            self.respond(reply, Body::WriteReply(Ok(written)));
+            return;
+        }
+        // In the log, not yet committed: wait for the first attempt.
+        if let Some(&index) = self.pending_ids.get(&w.id) {
+            self.late_waiters.push((index, reply));
+            return;
+        }
+        if self.waiters.len() >= self.cfg.pending_writes_max {
+            self.respond(reply, Body::WriteReply(Err(WriteError::Overloaded)));
+            return;
+        }
+        if let Err(e) = message::from_bytes::<S::Command>(&w.command) {
+            let err = WriteError::Rejected(format!("undecodable command: {e}"));
+            self.respond(reply, Body::WriteReply(Err(err)));
+            return;
+        }
+        let entry = Entry {
+            index: self.log.last().index + 1,
+            lamport: self.stamp(),
+            epoch: self.hard.epoch,
+            id: w.id,
+            payload: Payload::Command(w.command),
+        };
+        self.pending_ids.insert(entry.id, entry.index);
+        self.waiters.push_back((entry.index, reply));
+        self.append_local(entry);
+    }
+
+    /// Answer the clients waiting on a just-applied write.
+    pub(super) fn answer_waiters(&mut self, rec: &DedupRecord) {
+        while let Some(&(index, _)) = self.waiters.front() {
+            if index > rec.index {
+                break;
+            }
+            let Some((index, reply)) = self.waiters.pop_front() else { break };
+            let body = if index == rec.index {
+                Body::WriteReply(Ok(written(rec)))
+            } else {
+                // Unreachable: every waiter's index holds a command, applied in order.
+                Body::WriteReply(Err(WriteError::NotPrimary { hint: None }))
+            };
+            let msg = self.msg(body);
+            self.outputs.push(Output::Respond { reply, msg });
+        }
+        if !self.late_waiters.is_empty() {
+            let (now, later): (Vec<_>, Vec<_>) =
+                self.late_waiters.drain(..).partition(|(i, _)| *i <= rec.index);
+            self.late_waiters = later;
+            for (index, reply) in now {
+                let body = if index == rec.index {
+                    Body::WriteReply(Ok(written(rec)))
+                } else {
+                    // Its entry was applied earlier under another id: cannot happen for ids
+                    // registered in `pending_ids`, but never leave a client hanging.
+                    match self.dedup_written_at(index) {
+                        Some(w) => Body::WriteReply(Ok(w)),
+                        None => Body::WriteReply(Err(WriteError::NotPrimary { hint: None })),
+                    }
+                };
+                self.respond(reply, body);
+            }
+        }
+    }
+
+    fn dedup_written_at(&self, index: LogIndex) -> Option<Written> {
+        let id = self.log.get(index)?.id;
+        self.dedup.get(&id).map(written)
+    }
+
+    // ------------------------------------------------------------------ replication
+
+    /// Send appends, heartbeats and snapshots to secondaries that are ready for them.
+    pub(super) fn replicate(&mut self) {
+        let now = self.now;
+        let resend_after = (self.cfg.ack_timeout_ms / 4).max(2 * self.cfg.heartbeat_interval_ms);
+        let last = self.log.last();
+        let base = self.log.base();
+        let mut snapshot_for: Vec<NodeId> = Vec::new();
+        let Replica { followers, log, outputs, cfg, id, hard, clock, .. } = self;
+        for (to, f) in followers.iter_mut() {
+            if f.backoff_until > now || (f.in_flight && now.saturating_sub(f.sent_at) < resend_after)
+            {
+                continue;
+            }
+            let has_entries = f.next <= last.index;
+            let heartbeat_due = now.saturating_sub(f.last_sent) >= cfg.heartbeat_interval_ms;
+            if !has_entries && !heartbeat_due && !f.needs_snapshot {
+                continue;
+            }
+            if f.needs_snapshot || f.next <= base.index {
+                snapshot_for.push(to.clone());
+                continue;
+            }
+            let Some(prev) = log.pos_at(f.next - 1) else {
+                // `next` beyond our log + 1: we lost track; probe from our end.
+                f.next = last.index + 1;
+                continue;
+            };
+            let entries = log.slice(f.next, cfg.batch_entries_max, cfg.batch_bytes_max);
+            let append = Append { prev, entries, commit: hard.commit };
+            let msg = Message { from: id.clone(), epoch: hard.epoch, clock: *clock, body: Body::Append(append) };
+            outputs.push(Output::Call { to: to.clone(), kind: super::CallKind::Append, msg });
+            f.in_flight = true;
+            f.sent_at = now;
+            f.last_sent = now;
+        }
+        if !snapshot_for.is_empty() {
+            let snapshot = Box::new(self.make_snapshot());
+            for to in snapshot_for {
+                if let Some(f) = self.followers.get_mut(&to) {
+                    f.in_flight = true;
+                    f.sent_at = now;
+                    f.last_sent = now;
+                    f.needs_snapshot = false;
+                    f.next = snapshot.last.index + 1;
+                }
+                self.stats.snapshots_sent += 1;
+                self.event(Event::SnapshotSent { to: to.clone(), last: snapshot.last });
+                self.call(to, Body::InstallSnapshot(snapshot.clone()));
+            }
+        }
+    }
+
+    pub(super) fn on_append_reply(&mut self, from: NodeId, epoch: Epoch, reply: AppendReply) {
+        if self.role != Role::Primary || epoch != self.hard.epoch {
+            return;
+        }
+        let now = self.now;
+        let last_index = self.log.last().index;
+        let base_index = self.log.base().index;
+        let Some(f) = self.followers.get_mut(&from) else { return };
+        f.in_flight = false;
+        match reply {
+            AppendReply::Ok { matched, last } => {
+                f.last_ack = now;
+                f.matched = f.matched.max(matched.min(last_index));
+                f.next = f.next.max(f.matched + 1);
+                if last.index > last_index {
+                    // It holds entries we never wrote (an old primary's): only a full copy fixes that.
+                    f.needs_snapshot = true;
+                }
+            }
+            AppendReply::Gap { last } => {
+                if last.index >= base_index && self.log.pos_at(last.index) == Some(last) {
+                    f.next = last.index + 1;
+                    f.matched = f.matched.min(last.index);
+                } else {
+                    f.needs_snapshot = true;
+                }
+            }
+            AppendReply::Diverged { .. } => f.needs_snapshot = true,
+            AppendReply::SnapshotBehind { .. } => {
+                f.backoff_until = now + self.cfg.heartbeat_interval_ms;
+            }
+        }
+        let caught_up = f.matched >= last_index && !f.needs_snapshot;
+        if caught_up && !self.config.in_sync.contains(&from) {
+            // A returning or new replica re-enters the in-sync set once it holds everything.
+            let mut in_sync = self.config.in_sync.clone();
+            in_sync.insert(from);
+            self.append_config(in_sync);
+        }
+        self.advance_commit();
+    }
+
+    pub(super) fn on_append_failed(&mut self, to: &NodeId) {
+        let backoff = self.now + self.cfg.heartbeat_interval_ms;
+        if let Some(f) = self.followers.get_mut(to) {
+            f.in_flight = false;
+            f.backoff_until = backoff;
+        }
+    }
+
+    /// Commit what the primary and every in-sync secondary hold durably.
+    pub(super) fn advance_commit(&mut self) {
+        if self.role != Role::Primary {
+            return;
+        }
+        let mut commit = self.durable_index.min(self.log.last().index);
+        for m in self.config.in_sync.iter().filter(|m| **m != self.id) {
+            commit = commit.min(self.followers.get(m).map_or(0, |f| f.matched));
+        }
+        if commit > self.hard.commit {
+            self.hard.commit = commit;
+            self.apply_committed();
+        }
+    }
+
+    pub(super) fn primary_tick(&mut self) {
+        let now = self.now;
+        // Track every replica we know of; forget those membership removed.
+        let known = self.known_replicas();
+        let last = self.log.last().index;
+        for id in &known {
+            self.followers.entry(id.clone()).or_insert_with(|| Follower::new(last, now));
+        }
+        self.followers.retain(|id, _| known.contains(id));
+        // Drop in-sync secondaries that stopped acknowledging.
+        let ack_timeout = self.cfg.ack_timeout_ms;
+        let dropped: Vec<NodeId> = self
+            .config
+            .in_sync
+            .iter()
+            .filter(|m| **m != self.id)
+            .filter(|m| self.followers.get(*m).is_none_or(|f| now.saturating_sub(f.last_ack) >= ack_timeout))
+            .cloned()
+            .collect();
+        if !dropped.is_empty() {
+            tracing::warn!(?dropped, "secondaries missed the ack timeout; dropped from the in-sync set");
+            let in_sync = self.config.in_sync.iter().filter(|m| !dropped.contains(m)).cloned().collect();
+            self.append_config(in_sync);
+            self.advance_commit();
+        }
+    }
+}
+
+fn written(rec: &DedupRecord) -> Written {
+    Written { index: rec.index, lamport: rec.lamport, output: rec.output.clone() }
+}

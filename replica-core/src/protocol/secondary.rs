@@ -1,0 +1,145 @@
+//! The secondary's side of replication: accepting appends, detecting gaps and divergence,
+//! installing full copies, acknowledging only what is durable.
+//!
+//! Invariants: a secondary applies only committed entries (so it never has to undo one); it
+//! acknowledges an index only once its log is durable through it; a full copy replaces its state
+//! only if the copy is at least as new as what it knows is committed.
+
+use super::{Event, Replica};
+use crate::message::{Append, AppendReply, Body, Message};
+use crate::state_machine::StateMachine;
+use crate::storage::StoreOp;
+use crate::types::{Epoch, NodeId, Role, Snapshot};
+
+impl<S: StateMachine, R> Replica<S, R> {
+    /// Common checks for replication traffic from a primary. Returns the reply token back if the
+    /// message is from our (possibly new) primary and should be processed.
+    fn accept_primary(&mut self, reply: R, from: &NodeId, epoch: Epoch) -> Option<R> {
+        if epoch < self.hard.epoch {
+            self.respond(reply, Body::StaleEpoch);
+            return None;
+        }
+        if epoch > self.hard.epoch {
+            self.adopt_epoch(epoch, Some(from.clone()));
+        } else if self.role == Role::Primary {
+            // Two primaries in one epoch can only come from a split brain; refuse, loudly.
+            tracing::error!(other = %from, epoch, "another primary in our epoch; refusing its append");
+            self.respond(reply, Body::StaleEpoch);
+            return None;
+        }
+        if self.role != Role::Secondary || self.primary.as_ref() != Some(from) {
+            self.become_secondary(Some(from.clone()));
+        }
+        self.primary_contact = self.now;
+        self.reset_failure_deadline();
+        Some(reply)
+    }
+
+    pub(super) fn on_append(&mut self, reply: R, from: NodeId, epoch: Epoch, a: Append) {
+        let Some(reply) = self.accept_primary(reply, &from, epoch) else { return };
+        let last = self.log.last();
+        // Does our log hold the entry the batch follows? The committed prefix is identical on
+        // every replica, so anything at or below our commit point matches.
+        if a.prev.index > self.hard.commit {
+            match self.log.pos_at(a.prev.index) {
+                Some(p) if p == a.prev => {}
+                Some(_) => {
+                    self.respond(reply, Body::AppendReply(AppendReply::Diverged { last }));
+                    return;
+                }
+                None => {
+                    self.respond(reply, Body::AppendReply(AppendReply::Gap { last }));
+                    return;
+                }
+            }
+        } else if a.prev.index > last.index {
+            self.respond(reply, Body::AppendReply(AppendReply::Gap { last }));
+            return;
+        }
+        let mut matched = a.prev.index;
+        for e in a.entries {
+            if e.index != matched + 1 || e.epoch > epoch {
+                tracing::warn!(index = e.index, "malformed append batch; ignoring its rest");
+                break;
+            }
+            let held = self.log.last();
+            if e.index <= held.index {
+                // Already held: the same entry (a duplicate or a resend), or a conflict.
+                let same = e.index <= self.hard.commit.max(self.log.base().index)
+                    || self.log.pos_at(e.index) == Some(e.pos());
+                if !same {
+                    let last = self.log.last();
+                    self.respond(reply, Body::AppendReply(AppendReply::Diverged { last }));
+                    return;
+                }
+            } else {
+                if e.lamport <= held.lamport && held.index > 0 {
+                    tracing::warn!(index = e.index, "append with non-increasing lamport; ignoring");
+                    break;
+                }
+                self.append_local(e);
+            }
+            matched += 1;
+        }
+        let new_commit = a.commit.min(matched);
+        if new_commit > self.hard.commit {
+            self.hard.commit = new_commit;
+            self.apply_committed();
+        }
+        if matched >= a.commit {
+            self.confirmed = true;
+        }
+        let body = Body::AppendReply(AppendReply::Ok { matched, last: self.log.last() });
+        self.ack_when_durable(reply, matched, body);
+    }
+
+    /// Reply once the log is durable through `matched`.
+    fn ack_when_durable(&mut self, reply: R, matched: u64, body: Body) {
+        let msg: Message = self.msg(body);
+        let pending_before = self.unpersisted.first().map(|e| e.index);
+        let durable = matched <= self.durable_index && pending_before.is_none_or(|i| i > matched);
+        if durable && self.pending_acks.is_empty() {
+            self.outputs.push(super::Output::Respond { reply, msg });
+        } else {
+            self.pending_acks.push_back((matched, reply, msg));
+        }
+    }
+
+    pub(super) fn on_install(&mut self, reply: R, from: NodeId, epoch: Epoch, snap: Snapshot) {
+        let Some(reply) = self.accept_primary(reply, &from, epoch) else { return };
+        if snap.last.index < self.hard.commit {
+            let commit = self.hard.commit;
+            self.respond(reply, Body::AppendReply(AppendReply::SnapshotBehind { commit }));
+            return;
+        }
+        if let Err(e) = self.sm.restore(&snap.state) {
+            self.event(Event::SnapshotRejected { reason: e.to_string() });
+            let commit = self.hard.commit;
+            self.respond(reply, Body::AppendReply(AppendReply::SnapshotBehind { commit }));
+            return;
+        }
+        self.dedup.restore(snap.dedup.clone());
+        self.log.reset(snap.last);
+        self.set_config(snap.config.clone());
+        self.applied_config = snap.config.clone();
+        self.applied = snap.last;
+        self.last_snapshot = snap.last;
+        self.hard.commit = snap.last.index;
+        self.clock = self.clock.max(snap.last.lamport);
+        self.confirmed = true;
+        // The old log is gone: nothing of it may be acknowledged or counted durable any more.
+        self.unpersisted.clear();
+        self.durable_marks.clear();
+        self.pending_acks.clear();
+        self.durable_index = 0;
+        let last = snap.last;
+        let seq = self.store(StoreOp::Install(Box::new(snap)));
+        self.durable_marks.push_back((seq, last.index));
+        self.save_hard_state();
+        self.stats.snapshots_installed += 1;
+        self.event(Event::SnapshotInstalled { last });
+        let body = Body::AppendReply(AppendReply::Ok { matched: last.index, last });
+        let msg = self.msg(body);
+        self.pending_acks.push_back((last.index, reply, msg));
+    }
+}

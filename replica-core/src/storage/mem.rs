@@ -1,0 +1,153 @@
+//! An in-memory [`LogStore`] for tests, examples and benchmarks.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+
+use super::{LogStore, Recovered, StorageError};
+use crate::types::{Entry, HardState, LogIndex, Snapshot};
+
+/// A [`LogStore`] that keeps everything in memory.
+///
+/// Clones share the same contents, so a test can keep a handle, drop the replica that used the
+/// store, and start a new replica on it: that is a process restart with the disk intact.
+/// Appends only become "durable" at `sync`; [`MemLogStore::crash`] throws away what was not
+/// synced, which is what a power cut does to a real disk.
+#[derive(Clone, Default)]
+pub struct MemLogStore {
+    inner: Arc<Mutex<Inner>>,
+}
+
+#[derive(Default)]
+struct Inner {
+    hard_state: HardState,
+    snapshot: Option<Snapshot>,
+    /// Synced entries, contiguous.
+    durable: Vec<Entry>,
+    /// Appended, not yet synced; continues `durable`.
+    volatile: Vec<Entry>,
+    /// Index the next append must start at.
+    next_index: LogIndex,
+    syncs: u64,
+}
+
+impl Inner {
+    fn recompute_next(&mut self) {
+        let after_snapshot = self.snapshot.as_ref().map_or(1, |s| s.last.index + 1);
+        self.next_index =
+            self.volatile.last().or(self.durable.last()).map_or(after_snapshot, |e| e.index + 1);
+    }
+}
+
+impl MemLogStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        let store = MemLogStore::default();
+        store.lock().next_index = 1;
+        store
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A poisoned lock means a test thread panicked mid-operation; the data is still usable.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Forget everything appended since the last sync, as a crash would.
+    pub fn crash(&self) {
+        let mut inner = self.lock();
+        inner.volatile.clear();
+        inner.recompute_next();
+    }
+
+    /// The durable entries (after the last sync), oldest first.
+    pub fn durable_entries(&self) -> Vec<Entry> {
+        self.lock().durable.clone()
+    }
+
+    /// The last saved snapshot.
+    pub fn snapshot(&self) -> Option<Snapshot> {
+        self.lock().snapshot.clone()
+    }
+
+    /// The last saved hard state.
+    pub fn hard_state(&self) -> HardState {
+        self.lock().hard_state
+    }
+
+    /// How many times `sync` was called: with group commit, far fewer than entries appended.
+    pub fn sync_count(&self) -> u64 {
+        self.lock().syncs
+    }
+}
+
+#[async_trait]
+impl LogStore for MemLogStore {
+    async fn load(&mut self) -> Result<Recovered, StorageError> {
+        let mut inner = self.lock();
+        inner.volatile.clear();
+        inner.recompute_next();
+        Ok(Recovered {
+            hard_state: inner.hard_state,
+            snapshot: inner.snapshot.clone(),
+            entries: inner.durable.clone(),
+        })
+    }
+
+    async fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
+        let mut inner = self.lock();
+        let mut next = inner.next_index;
+        for e in entries {
+            if e.index != next {
+                return Err(StorageError::Invalid(format!(
+                    "append of index {} where {} was expected",
+                    e.index, next
+                )));
+            }
+            next += 1;
+        }
+        inner.volatile.extend_from_slice(entries);
+        inner.next_index = next;
+        Ok(())
+    }
+
+    async fn sync(&mut self) -> Result<(), StorageError> {
+        let mut inner = self.lock();
+        let volatile = std::mem::take(&mut inner.volatile);
+        inner.durable.extend(volatile);
+        inner.syncs += 1;
+        Ok(())
+    }
+
+    async fn save_hard_state(&mut self, hs: &HardState) -> Result<(), StorageError> {
+        self.lock().hard_state = *hs;
+        Ok(())
+    }
+
+    async fn save_snapshot(
+        &mut self,
+        snapshot: &Snapshot,
+        compact_through: LogIndex,
+    ) -> Result<(), StorageError> {
+        if compact_through > snapshot.last.index {
+            return Err(StorageError::Invalid(format!(
+                "compaction through {compact_through} beyond snapshot at {}",
+                snapshot.last.index
+            )));
+        }
+        let mut inner = self.lock();
+        inner.snapshot = Some(snapshot.clone());
+        inner.durable.retain(|e| e.index > compact_through);
+        inner.volatile.retain(|e| e.index > compact_through);
+        inner.recompute_next();
+        Ok(())
+    }
+
+    async fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
+        let mut inner = self.lock();
+        inner.snapshot = Some(snapshot.clone());
+        inner.durable.clear();
+        inner.volatile.clear();
+        inner.next_index = snapshot.last.index + 1;
+        Ok(())
+    }
+}

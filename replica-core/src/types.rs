@@ -1,0 +1,212 @@
+//! The vocabulary of the protocol: node ids, log positions, entries, snapshots.
+//!
+//! Everything here is plain data with a stable postcard encoding; it crosses the wire and lands on
+//! disk unchanged, so changing a field is a protocol and format change.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Dense position in the log. The first entry has index 1; 0 means "before the first entry".
+pub type LogIndex = u64;
+
+/// Lamport timestamp. Strictly increasing along the log; every message advances the receiver's
+/// clock to `max(local, received) + 1`, so a new primary stamps above everything it has seen.
+pub type Lamport = u64;
+
+/// Epoch (a.k.a. term or view number): increases by one with every successful election. A replica
+/// refuses anything from an older epoch, which is what fences a deposed primary.
+pub type Epoch = u64;
+
+/// Identity of a replica or front end: its address as peers reach it (`"127.0.0.1:4600"` over
+/// HTTP, any unique name over the in-memory transport).
+///
+/// Cheap to clone (`Arc<str>`) because it rides on every message. Ordering is the byte order of the
+/// address; it only breaks ties in elections between equally fresh logs.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct NodeId(Arc<str>);
+
+impl NodeId {
+    /// Build an id from an address or name.
+    pub fn new(s: impl AsRef<str>) -> Self {
+        NodeId(Arc::from(s.as_ref()))
+    }
+
+    /// The address or name this id stands for.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for NodeId {
+    fn from(s: &str) -> Self {
+        NodeId::new(s)
+    }
+}
+
+impl From<String> for NodeId {
+    fn from(s: String) -> Self {
+        NodeId(Arc::from(s))
+    }
+}
+
+/// Where an entry sits and who wrote it: enough to tell whether two logs agree at `index`.
+///
+/// Two entries with the same `(index, epoch)` were written by the same primary and are the same
+/// entry (a primary writes each index once per epoch). `lamport` is carried because the protocol
+/// names positions by Lamport time (read fences, ranks), and it is checked too.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct LogPos {
+    /// Position in the log; 0 is the empty log.
+    pub index: LogIndex,
+    /// Epoch of the primary that wrote the entry.
+    pub epoch: Epoch,
+    /// Lamport stamp of the entry.
+    pub lamport: Lamport,
+}
+
+impl LogPos {
+    /// The position before the first entry.
+    pub const ZERO: LogPos = LogPos { index: 0, epoch: 0, lamport: 0 };
+}
+
+/// Who may acknowledge writes, and who leads: the replicated cluster configuration.
+///
+/// It is itself a log entry, so every replica knows who is eligible to become primary. A
+/// configuration takes effect on a replica as soon as it is in its log (not when committed), like
+/// Raft's single-step membership changes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterConfig {
+    /// The primary that wrote this configuration.
+    pub primary: Option<NodeId>,
+    /// Replicas that must hold an entry before it commits; always includes the primary.
+    pub in_sync: BTreeSet<NodeId>,
+}
+
+/// What an entry carries.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Payload {
+    /// An application command, postcard-encoded `StateMachine::Command`.
+    Command(Bytes),
+    /// A configuration change: a new primary's first entry, or the in-sync set shrinking/growing.
+    Config(ClusterConfig),
+}
+
+/// One log entry. Immutable once written, except that an uncommitted suffix may be replaced
+/// wholesale by a snapshot from a newer primary.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Dense position, starting at 1.
+    pub index: LogIndex,
+    /// Lamport stamp assigned by the primary when the entry was appended.
+    pub lamport: Lamport,
+    /// Epoch of the primary that appended it.
+    pub epoch: Epoch,
+    /// Request id given by the client; the dedup key. Configuration entries get a fresh id.
+    pub id: Uuid,
+    /// The command or configuration change.
+    pub payload: Payload,
+}
+
+impl Entry {
+    /// This entry's position.
+    pub fn pos(&self) -> LogPos {
+        LogPos { index: self.index, epoch: self.epoch, lamport: self.lamport }
+    }
+
+    /// Approximate encoded size, used to bound batches by bytes without encoding twice.
+    pub fn size_hint(&self) -> usize {
+        const HEADER_BYTES: usize = 48;
+        HEADER_BYTES
+            + match &self.payload {
+                Payload::Command(c) => c.len(),
+                Payload::Config(c) => c.in_sync.iter().map(|n| n.as_str().len() + 2).sum(),
+            }
+    }
+}
+
+/// What the dedup table remembers about an applied write.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DedupRecord {
+    /// The request id.
+    pub id: Uuid,
+    /// Where the write sits in the log.
+    pub index: LogIndex,
+    /// Its Lamport stamp.
+    pub lamport: Lamport,
+    /// The postcard-encoded `StateMachine::Output` of its first execution.
+    pub output: Bytes,
+}
+
+/// A point-in-time image of a replica's applied state: the state machine, the dedup table and the
+/// configuration, as of `last`.
+///
+/// Used for compaction (the log before `last` can go) and for full copies to new or divergent
+/// secondaries.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// The last entry this snapshot includes.
+    pub last: LogPos,
+    /// The configuration in force at `last`.
+    pub config: ClusterConfig,
+    /// `StateMachine::snapshot()` output.
+    pub state: Bytes,
+    /// The dedup table, oldest first.
+    pub dedup: Vec<DedupRecord>,
+}
+
+/// The small piece of replica state that must survive restarts besides the log.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HardState {
+    /// Highest epoch this replica has seen. Never decreases.
+    pub epoch: Epoch,
+    /// Highest index known committed. Never decreases.
+    pub commit: LogIndex,
+    /// Incremented at every start, so gossip tells a restarted process from its old self.
+    pub generation: u64,
+}
+
+/// A replica's role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Role {
+    /// Accepts writes, replicates them, decides commits.
+    Primary,
+    /// Follows the primary, applies committed entries.
+    Secondary,
+    /// Lost its primary and is running an election.
+    Candidate,
+}
+
+impl Role {
+    /// Lowercase name, as shown in `/status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Primary => "primary",
+            Role::Secondary => "secondary",
+            Role::Candidate => "candidate",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -1,0 +1,1 @@
+//! HTTP transport for replica-core (see issue: replica-http).

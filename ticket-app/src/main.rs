@@ -1,0 +1,2 @@
+//! The `ticket` binary.
+fn main() {}
