@@ -21,6 +21,8 @@
 
 pub mod client;
 pub mod config;
+#[cfg(feature = "testing")]
+pub mod conformance;
 pub mod message;
 pub mod node;
 pub mod protocol;
