@@ -34,14 +34,14 @@ pub mod testing;
 pub mod transport;
 pub mod types;
 
+pub use client::{Client, ClientConfig, ClientError};
 pub use config::Config;
 pub use message::{Body, Message};
+pub use node::{LocalWriteError, Node, NodeError, NodeHandle, NodeOptions};
 pub use protocol::{Event, Replica, Status};
 pub use state_machine::{SnapshotError, StateMachine};
 pub use storage::{LogStore, Recovered, StorageError, StoreOp};
 pub use transport::{Handler, NodeStopped, Transport, TransportError};
-pub use node::{LocalWriteError, Node, NodeError, NodeHandle, NodeOptions};
-pub use client::{Client, ClientConfig, ClientError};
 pub use types::{Entry, Epoch, Lamport, LogIndex, LogPos, NodeId, Role};
 
 #[cfg(feature = "testing")]

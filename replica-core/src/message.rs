@@ -287,7 +287,9 @@ pub fn decode(bytes: &[u8]) -> Result<Message, CodecError> {
 
 /// Encode any serde value with postcard (commands, outputs, queries, answers, snapshots).
 pub fn to_bytes<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, CodecError> {
-    postcard::to_stdvec(value).map(Bytes::from).map_err(|e| CodecError::Malformed(e.to_string()))
+    postcard::to_stdvec(value)
+        .map(Bytes::from)
+        .map_err(|e| CodecError::Malformed(e.to_string()))
 }
 
 /// Decode a postcard value encoded by [`to_bytes`]. Never panics on arbitrary input.
@@ -306,7 +308,11 @@ mod tests {
             epoch: 3,
             clock: 99,
             body: Body::Append(Append {
-                prev: LogPos { index: 4, epoch: 2, lamport: 50 },
+                prev: LogPos {
+                    index: 4,
+                    epoch: 2,
+                    lamport: 50,
+                },
                 entries: vec![Entry {
                     index: 5,
                     lamport: 98,
@@ -334,7 +340,10 @@ mod tests {
         let bytes = encode(&sample()).unwrap();
         // Every truncation of a valid message is rejected.
         for len in 1..bytes.len() {
-            assert!(decode(&bytes[..len]).is_err(), "prefix of {len} bytes accepted");
+            assert!(
+                decode(&bytes[..len]).is_err(),
+                "prefix of {len} bytes accepted"
+            );
         }
         // Flipping bytes never panics (it may or may not decode).
         for i in 1..bytes.len() {

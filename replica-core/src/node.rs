@@ -95,7 +95,11 @@ pub struct NodeHandle<S> {
 
 impl<S> Clone for NodeHandle<S> {
     fn clone(&self) -> Self {
-        NodeHandle { id: self.id.clone(), tx: self.tx.clone(), tasks: self.tasks.clone() }
+        NodeHandle {
+            id: self.id.clone(),
+            tx: self.tx.clone(),
+            tasks: self.tasks.clone(),
+        }
     }
 }
 
@@ -110,20 +114,45 @@ impl Node {
         L: LogStore,
         T: Transport,
     {
-        let NodeOptions { id, config, state_machine, mut store, transport, initial_primary, seeds, rng_seed } =
-            opts;
+        let NodeOptions {
+            id,
+            config,
+            state_machine,
+            mut store,
+            transport,
+            initial_primary,
+            seeds,
+            rng_seed,
+        } = opts;
         let recovered = store.load().await?;
         let tick = Duration::from_millis(config.tick_interval_ms);
-        let start = Start { id: id.clone(), initial_primary, seeds, rng_seed };
+        let start = Start {
+            id: id.clone(),
+            initial_primary,
+            seeds,
+            rng_seed,
+        };
         let origin = Instant::now();
-        let replica: Replica<S, Responder> = Replica::new(start, config, state_machine, recovered, 0)?;
+        let replica: Replica<S, Responder> =
+            Replica::new(start, config, state_machine, recovered, 0)?;
 
         let (tx, rx) = mpsc::unbounded_channel();
         let (store_tx, store_rx) = mpsc::unbounded_channel();
         let store_task = tokio::spawn(run_store(store, store_rx, tx.clone()));
-        let core = Core { replica, store_tx, transport: Arc::new(transport), tx: tx.clone(), origin, id: id.clone() };
+        let core = Core {
+            replica,
+            store_tx,
+            transport: Arc::new(transport),
+            tx: tx.clone(),
+            origin,
+            id: id.clone(),
+        };
         let core_task = tokio::spawn(core.run(rx, tick));
-        Ok(NodeHandle { id, tx, tasks: Arc::new(Mutex::new(vec![store_task, core_task])) })
+        Ok(NodeHandle {
+            id,
+            tx,
+            tasks: Arc::new(Mutex::new(vec![store_task, core_task])),
+        })
     }
 }
 
@@ -156,8 +185,13 @@ impl<S: StateMachine> NodeHandle<S> {
 
     /// Submit a write directly to this replica (it must be the primary). `id` deduplicates:
     /// submitting the same id again returns the first result.
-    pub async fn write(&self, id: Uuid, command: &S::Command) -> Result<S::Output, LocalWriteError> {
-        let command = message::to_bytes(command).map_err(|e| LocalWriteError::Codec(e.to_string()))?;
+    pub async fn write(
+        &self,
+        id: Uuid,
+        command: &S::Command,
+    ) -> Result<S::Output, LocalWriteError> {
+        let command =
+            message::to_bytes(command).map_err(|e| LocalWriteError::Codec(e.to_string()))?;
         let msg = Message {
             from: self.id.clone(),
             epoch: 0,
@@ -170,20 +204,29 @@ impl<S: StateMachine> NodeHandle<S> {
                 message::from_bytes(&w.output).map_err(|e| LocalWriteError::Codec(e.to_string()))
             }
             Body::WriteReply(Err(e)) => Err(e.into()),
-            other => Err(LocalWriteError::Codec(format!("unexpected reply {}", other.kind()))),
+            other => Err(LocalWriteError::Codec(format!(
+                "unexpected reply {}",
+                other.kind()
+            ))),
         }
     }
 
     async fn call(&self, msg: Message) -> Result<Message, NodeStopped> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(Cmd::Input(Input::Request { reply: tx, msg })).map_err(|_| NodeStopped)?;
+        self.tx
+            .send(Cmd::Input(Input::Request { reply: tx, msg }))
+            .map_err(|_| NodeStopped)?;
         rx.await.map_err(|_| NodeStopped)
     }
 
     /// Stop the node at once, as a crash would: tasks are aborted mid-flight, nothing is
     /// flushed. (With a real store, what was synced survives; see `MemLogStore::crash`.)
     pub fn stop(&self) {
-        let tasks = self.tasks.lock().map(|mut t| std::mem::take(&mut *t)).unwrap_or_default();
+        let tasks = self
+            .tasks
+            .lock()
+            .map(|mut t| std::mem::take(&mut *t))
+            .unwrap_or_default();
         for t in tasks {
             t.abort();
         }
@@ -297,7 +340,11 @@ impl<S: StateMachine, T: Transport> Core<S, T> {
 
 fn log_event(node: &NodeId, ev: &Event) {
     match ev {
-        Event::RoleChanged { role, epoch, primary } => {
+        Event::RoleChanged {
+            role,
+            epoch,
+            primary,
+        } => {
             tracing::info!(%node, %role, epoch, primary = ?primary, "role changed")
         }
         Event::InSyncChanged { in_sync } => tracing::info!(%node, ?in_sync, "in-sync set changed"),
@@ -308,7 +355,9 @@ fn log_event(node: &NodeId, ev: &Event) {
         Event::SnapshotInstalled { last } => {
             tracing::info!(%node, index = last.index, "full copy installed")
         }
-        Event::SnapshotTaken { last } => tracing::debug!(%node, index = last.index, "snapshot taken"),
+        Event::SnapshotTaken { last } => {
+            tracing::debug!(%node, index = last.index, "snapshot taken")
+        }
         Event::ServiceAdded { address } => tracing::info!(%node, %address, "service joined"),
         Event::ServiceRemoved { address } => tracing::info!(%node, %address, "service removed"),
         Event::SnapshotRejected { reason } => tracing::warn!(%node, %reason, "snapshot rejected"),

@@ -84,7 +84,11 @@ pub struct LogPos {
 
 impl LogPos {
     /// The position before the first entry.
-    pub const ZERO: LogPos = LogPos { index: 0, epoch: 0, lamport: 0 };
+    pub const ZERO: LogPos = LogPos {
+        index: 0,
+        epoch: 0,
+        lamport: 0,
+    };
 }
 
 /// Who may acknowledge writes, and who leads: the replicated cluster configuration.
@@ -128,7 +132,11 @@ pub struct Entry {
 impl Entry {
     /// This entry's position.
     pub fn pos(&self) -> LogPos {
-        LogPos { index: self.index, epoch: self.epoch, lamport: self.lamport }
+        LogPos {
+            index: self.index,
+            epoch: self.epoch,
+            lamport: self.lamport,
+        }
     }
 
     /// Approximate encoded size, used to bound batches by bytes without encoding twice.

@@ -18,8 +18,10 @@ async fn thousand_writes_sixteen_clients_converge() {
         tasks.push(tokio::spawn(async move {
             let mut last = String::new();
             for i in 0..n {
-                let out: Option<String> =
-                    client.write(&KvCommand::append(format!("k{c}"), format!("{i},"))).await.unwrap();
+                let out: Option<String> = client
+                    .write(&KvCommand::append(format!("k{c}"), format!("{i},")))
+                    .await
+                    .unwrap();
                 last = out.unwrap();
             }
             (c, n, last)
@@ -35,7 +37,13 @@ async fn thousand_writes_sixteen_clients_converge() {
     }
 
     // Phase: all replicas converge on the same log and state.
-    let primary_commit = cluster.statuses().await.iter().map(|s| s.commit).max().unwrap();
+    let primary_commit = cluster
+        .statuses()
+        .await
+        .iter()
+        .map(|s| s.commit)
+        .max()
+        .unwrap();
     cluster.wait_converged(primary_commit).await;
     let states = cluster.states().await;
     assert_eq!(states.len(), 3);
@@ -46,11 +54,18 @@ async fn thousand_writes_sixteen_clients_converge() {
         }
         assert_eq!(m, &states[0].1, "{id} state differs");
     }
-    let logs: Vec<_> = cluster.ids().iter().map(|id| cluster.store(id).durable_entries()).collect();
+    let logs: Vec<_> = cluster
+        .ids()
+        .iter()
+        .map(|id| cluster.store(id).durable_entries())
+        .collect();
     assert!(logs.iter().all(|l| *l == logs[0]), "durable logs identical");
     // Group commit: far fewer syncs than entries on the primary.
     let syncs = cluster.store(&NodeId::new("r0")).sync_count();
-    assert!(syncs < 1000, "expected batching, got {syncs} syncs for 1000 writes");
+    assert!(
+        syncs < 1000,
+        "expected batching, got {syncs} syncs for 1000 writes"
+    );
 
     // Phase: reads through a client see the writes.
     let reader = cluster.client("reader");

@@ -16,6 +16,9 @@ where
 {
     // Filled in with the file store (issue 4).
     let mut store = open("empty").await;
-    let recovered = store.load().await.unwrap_or_else(|e| panic!("load of a new store failed: {e}"));
+    let recovered = store
+        .load()
+        .await
+        .unwrap_or_else(|e| panic!("load of a new store failed: {e}"));
     assert!(recovered.entries.is_empty(), "a new store holds no entries");
 }

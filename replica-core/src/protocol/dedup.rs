@@ -48,7 +48,11 @@ pub(crate) struct DedupTable {
 
 impl DedupTable {
     pub(crate) fn new(max: usize) -> Self {
-        DedupTable { map: IdMap::default(), order: VecDeque::new(), max }
+        DedupTable {
+            map: IdMap::default(),
+            order: VecDeque::new(),
+            max,
+        }
     }
 
     pub(crate) fn get(&self, id: &Uuid) -> Option<&DedupRecord> {
@@ -72,7 +76,10 @@ impl DedupTable {
 
     /// The whole table, oldest first, for a snapshot.
     pub(crate) fn to_vec(&self) -> Vec<DedupRecord> {
-        self.order.iter().filter_map(|id| self.map.get(id).cloned()).collect()
+        self.order
+            .iter()
+            .filter_map(|id| self.map.get(id).cloned())
+            .collect()
     }
 
     /// Replace the table with a snapshot's.
@@ -110,12 +117,19 @@ mod tests {
         let mut again = rec(1);
         again.output = Bytes::from_static(b"other");
         t.insert(again);
-        assert_eq!(t.get(&Uuid::from_u128(1)), Some(&rec(1)), "first result wins");
+        assert_eq!(
+            t.get(&Uuid::from_u128(1)),
+            Some(&rec(1)),
+            "first result wins"
+        );
         for n in 2..=4 {
             t.insert(rec(n));
         }
         assert_eq!(t.len(), 3);
-        assert!(t.get(&Uuid::from_u128(1)).is_none(), "oldest evicted past the bound");
+        assert!(
+            t.get(&Uuid::from_u128(1)).is_none(),
+            "oldest evicted past the bound"
+        );
         assert_eq!(t.to_vec(), vec![rec(2), rec(3), rec(4)]);
         let mut u = DedupTable::new(3);
         u.restore(t.to_vec());

@@ -43,7 +43,9 @@ pub(super) struct Election {
 
 impl Election {
     fn complete(&self) -> bool {
-        self.asked.iter().all(|id| self.replies.contains_key(id) || self.failed.contains(id))
+        self.asked
+            .iter()
+            .all(|id| self.replies.contains_key(id) || self.failed.contains(id))
     }
 }
 
@@ -68,9 +70,15 @@ impl<S: StateMachine, R> Replica<S, R> {
             failed: BTreeSet::new(),
         });
         if was != Role::Candidate {
-            self.event(Event::RoleChanged { role: Role::Candidate, epoch: self.hard.epoch, primary: None });
+            self.event(Event::RoleChanged {
+                role: Role::Candidate,
+                epoch: self.hard.epoch,
+                primary: None,
+            });
         }
-        self.event(Event::ElectionStarted { epoch: self.hard.epoch });
+        self.event(Event::ElectionStarted {
+            epoch: self.hard.epoch,
+        });
         let rank = self.rank();
         for to in asked {
             self.call(to, Body::ElectionQuery(rank.clone()));
@@ -114,7 +122,9 @@ impl<S: StateMachine, R> Replica<S, R> {
         if self.role != Role::Candidate {
             return;
         }
-        let Some(el) = self.election.as_mut() else { return };
+        let Some(el) = self.election.as_mut() else {
+            return;
+        };
         if !el.asked.contains(&from) || el.waiting {
             return;
         }
@@ -125,7 +135,9 @@ impl<S: StateMachine, R> Replica<S, R> {
     }
 
     pub(super) fn on_election_query_failed(&mut self, to: &NodeId) {
-        let Some(el) = self.election.as_mut() else { return };
+        let Some(el) = self.election.as_mut() else {
+            return;
+        };
         if el.waiting {
             return;
         }
@@ -153,7 +165,9 @@ impl<S: StateMachine, R> Replica<S, R> {
 
     /// All answers are in (or the round timed out): follow, wait, or win.
     fn decide(&mut self) {
-        let Some(el) = self.election.as_ref() else { return };
+        let Some(el) = self.election.as_ref() else {
+            return;
+        };
         let me = self.rank();
         // Someone still hears a primary: follow it, and give it a failure timeout to reach us.
         let live = el
@@ -166,17 +180,25 @@ impl<S: StateMachine, R> Replica<S, R> {
         }
         let in_sync = self.config.in_sync.contains(&self.id);
         let may_win = if self.eligible() {
-            !el.replies.values().any(|(_, r)| r.in_sync && r.confirmed && r.rank > me)
+            !el.replies
+                .values()
+                .any(|(_, r)| r.in_sync && r.confirmed && r.rank > me)
         } else if in_sync {
             // Restarted: win only if no one can do better and we heard from every member of
             // every in-sync set we know of.
-            let someone_better =
-                el.replies.values().any(|(_, r)| r.in_sync && (r.confirmed || r.rank > me));
+            let someone_better = el
+                .replies
+                .values()
+                .any(|(_, r)| r.in_sync && (r.confirmed || r.rank > me));
             let members: BTreeSet<&NodeId> = self
                 .config
                 .in_sync
                 .iter()
-                .chain(el.replies.values().flat_map(|(_, r)| r.config_in_sync.iter()))
+                .chain(
+                    el.replies
+                        .values()
+                        .flat_map(|(_, r)| r.config_in_sync.iter()),
+                )
                 .filter(|m| **m != self.id)
                 .collect();
             let heard_all = members.iter().all(|m| el.replies.contains_key(*m));
@@ -185,7 +207,14 @@ impl<S: StateMachine, R> Replica<S, R> {
             false
         };
         if may_win {
-            let epoch = el.replies.values().map(|(e, _)| *e).max().unwrap_or(0).max(self.hard.epoch) + 1;
+            let epoch = el
+                .replies
+                .values()
+                .map(|(e, _)| *e)
+                .max()
+                .unwrap_or(0)
+                .max(self.hard.epoch)
+                + 1;
             let in_sync: BTreeSet<NodeId> = el
                 .replies
                 .iter()

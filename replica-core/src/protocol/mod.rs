@@ -28,8 +28,8 @@ use crate::rng::Rng;
 use crate::state_machine::{SnapshotError, StateMachine};
 use crate::storage::{Recovered, StoreOp};
 use crate::types::{
-    ClusterConfig, DedupRecord, Entry, Epoch, HardState, Lamport, LogIndex, LogPos, NodeId, Payload,
-    Role, Snapshot,
+    ClusterConfig, DedupRecord, Entry, Epoch, HardState, Lamport, LogIndex, LogPos, NodeId,
+    Payload, Role, Snapshot,
 };
 
 use dedup::{DedupTable, IdMap};
@@ -353,7 +353,11 @@ impl<S: StateMachine, R> Replica<S, R> {
         now: u64,
     ) -> Result<Self, RecoveryError> {
         cfg.validate()?;
-        let Recovered { mut hard_state, snapshot, entries } = recovered;
+        let Recovered {
+            mut hard_state,
+            snapshot,
+            entries,
+        } = recovered;
         hard_state.generation += 1;
 
         let mut dedup = DedupTable::new(cfg.dedup_entries_max);
@@ -370,7 +374,9 @@ impl<S: StateMachine, R> Replica<S, R> {
         let (base, rest) = match entries.first() {
             Some(first) if first.index <= snap_last.index => {
                 let agrees = snap_last.index == 0
-                    || entries.iter().any(|e| e.index == snap_last.index && e.pos() == snap_last);
+                    || entries
+                        .iter()
+                        .any(|e| e.index == snap_last.index && e.pos() == snap_last);
                 if agrees {
                     let base = first.pos();
                     (base, entries.into_iter().skip(1).collect())
@@ -436,14 +442,24 @@ impl<S: StateMachine, R> Replica<S, R> {
         r.hard.commit = r.hard.commit.min(r.log.last().index).max(r.applied.index);
         r.apply_committed();
         r.store(StoreOp::HardState(r.hard));
-        for seed in start.seeds.iter().chain(r.config.in_sync.iter()).cloned().collect::<Vec<_>>() {
+        for seed in start
+            .seeds
+            .iter()
+            .chain(r.config.in_sync.iter())
+            .cloned()
+            .collect::<Vec<_>>()
+        {
             r.services.add_seed(seed, now);
         }
         if start.initial_primary && r.log.last().index == 0 {
             r.become_primary_initial();
         } else {
             r.reset_failure_deadline();
-            r.event(Event::RoleChanged { role: Role::Secondary, epoch: r.hard.epoch, primary: None });
+            r.event(Event::RoleChanged {
+                role: Role::Secondary,
+                epoch: r.hard.epoch,
+                primary: None,
+            });
         }
         Ok(r)
     }
@@ -615,13 +631,18 @@ impl<S: StateMachine, R> Replica<S, R> {
 
     fn on_read(&self, r: &message::ReadRequest) -> Result<ReadOk, ReadError> {
         if self.applied.lamport < r.fence {
-            return Err(ReadError::Behind { applied: self.applied.lamport });
+            return Err(ReadError::Behind {
+                applied: self.applied.lamport,
+            });
         }
         let query: S::Query =
             message::from_bytes(&r.query).map_err(|e| ReadError::Rejected(e.to_string()))?;
         let answer = self.sm.query(&query);
         let answer = message::to_bytes(&answer).map_err(|e| ReadError::Rejected(e.to_string()))?;
-        Ok(ReadOk { answer, applied: self.applied.lamport })
+        Ok(ReadOk {
+            answer,
+            applied: self.applied.lamport,
+        })
     }
 
     // ------------------------------------------------------------------ membership
@@ -641,7 +662,9 @@ impl<S: StateMachine, R> Replica<S, R> {
 
     fn gossip(&mut self) {
         self.services.beat();
-        let removed = self.services.expire(self.now, self.cfg.suspicion_timeout_ms);
+        let removed = self
+            .services
+            .expire(self.now, self.cfg.suspicion_timeout_ms);
         for e in removed {
             self.event(Event::ServiceRemoved { address: e.address });
         }
@@ -707,7 +730,11 @@ impl<S: StateMachine, R> Replica<S, R> {
 
     fn rank(&self) -> message::Rank {
         let last = self.log.last();
-        message::Rank { last_epoch: last.epoch, last_lamport: last.lamport, node: self.id.clone() }
+        message::Rank {
+            last_epoch: last.epoch,
+            last_lamport: last.lamport,
+            node: self.id.clone(),
+        }
     }
 
     // ------------------------------------------------------------------ clock
@@ -725,7 +752,12 @@ impl<S: StateMachine, R> Replica<S, R> {
     // ------------------------------------------------------------------ output helpers
 
     fn msg(&self, body: Body) -> Message {
-        Message { from: self.id.clone(), epoch: self.hard.epoch, clock: self.clock, body }
+        Message {
+            from: self.id.clone(),
+            epoch: self.hard.epoch,
+            clock: self.clock,
+            body,
+        }
     }
 
     fn call(&mut self, to: NodeId, body: Body) {
@@ -747,7 +779,10 @@ impl<S: StateMachine, R> Replica<S, R> {
     fn store(&mut self, op: StoreOp) -> u64 {
         self.flush_entries();
         self.store_seq += 1;
-        self.outputs.push(Output::Store { seq: self.store_seq, op });
+        self.outputs.push(Output::Store {
+            seq: self.store_seq,
+            op,
+        });
         self.store_seq
     }
 
@@ -783,7 +818,10 @@ impl<S: StateMachine, R> Replica<S, R> {
         let last = entries.last().map_or(0, |e| e.index);
         self.store_seq += 1;
         self.durable_marks.push_back((self.store_seq, last));
-        self.outputs.push(Output::Store { seq: self.store_seq, op: StoreOp::Append(entries) });
+        self.outputs.push(Output::Store {
+            seq: self.store_seq,
+            op: StoreOp::Append(entries),
+        });
     }
 
     fn flush(&mut self) {
@@ -813,7 +851,12 @@ impl<S: StateMachine, R> Replica<S, R> {
             };
             self.applied = pos;
             if let Some(output) = output {
-                let rec = DedupRecord { id, index: pos.index, lamport: pos.lamport, output };
+                let rec = DedupRecord {
+                    id,
+                    index: pos.index,
+                    lamport: pos.lamport,
+                    output,
+                };
                 if self.role == Role::Primary {
                     self.pending_ids.remove(&id);
                     self.answer_waiters(&rec);
@@ -830,12 +873,20 @@ impl<S: StateMachine, R> Replica<S, R> {
             return;
         }
         let snapshot = self.make_snapshot();
-        let compact_through = self.applied.index.saturating_sub(self.cfg.log_retain_entries);
+        let compact_through = self
+            .applied
+            .index
+            .saturating_sub(self.cfg.log_retain_entries);
         let compact_through = compact_through.max(self.log.base().index);
         self.last_snapshot = snapshot.last;
         self.log.compact_through(compact_through);
-        self.event(Event::SnapshotTaken { last: snapshot.last });
-        self.store(StoreOp::Snapshot { snapshot: Box::new(snapshot), compact_through });
+        self.event(Event::SnapshotTaken {
+            last: snapshot.last,
+        });
+        self.store(StoreOp::Snapshot {
+            snapshot: Box::new(snapshot),
+            compact_through,
+        });
     }
 
     fn make_snapshot(&self) -> Snapshot {

@@ -36,7 +36,9 @@ impl<S: StateMachine, R> Replica<S, R> {
     }
 
     pub(super) fn on_append(&mut self, reply: R, from: NodeId, epoch: Epoch, a: Append) {
-        let Some(reply) = self.accept_primary(reply, &from, epoch) else { return };
+        let Some(reply) = self.accept_primary(reply, &from, epoch) else {
+            return;
+        };
         let last = self.log.last();
         // Does our log hold the entry the batch follows? The committed prefix is identical on
         // every replica, so anything at or below our commit point matches.
@@ -57,6 +59,7 @@ impl<S: StateMachine, R> Replica<S, R> {
             return;
         }
         let mut matched = a.prev.index;
+        let mut diverged = false;
         for e in a.entries {
             if e.index != matched + 1 || e.epoch > epoch {
                 tracing::warn!(index = e.index, "malformed append batch; ignoring its rest");
@@ -68,28 +71,39 @@ impl<S: StateMachine, R> Replica<S, R> {
                 let same = e.index <= self.hard.commit.max(self.log.base().index)
                     || self.log.pos_at(e.index) == Some(e.pos());
                 if !same {
-                    let last = self.log.last();
-                    self.respond(reply, Body::AppendReply(AppendReply::Diverged { last }));
-                    return;
+                    diverged = true;
+                    break;
                 }
             } else {
                 if e.lamport <= held.lamport && held.index > 0 {
-                    tracing::warn!(index = e.index, "append with non-increasing lamport; ignoring");
+                    tracing::warn!(
+                        index = e.index,
+                        "append with non-increasing lamport; ignoring"
+                    );
                     break;
                 }
                 self.append_local(e);
             }
             matched += 1;
         }
+        // Whatever matched up to here is the primary's log: apply what it says is committed.
         let new_commit = a.commit.min(matched);
         if new_commit > self.hard.commit {
             self.hard.commit = new_commit;
             self.apply_committed();
         }
+        if diverged {
+            let last = self.log.last();
+            self.respond(reply, Body::AppendReply(AppendReply::Diverged { last }));
+            return;
+        }
         if matched >= a.commit {
             self.confirmed = true;
         }
-        let body = Body::AppendReply(AppendReply::Ok { matched, last: self.log.last() });
+        let body = Body::AppendReply(AppendReply::Ok {
+            matched,
+            last: self.log.last(),
+        });
         self.ack_when_durable(reply, matched, body);
     }
 
@@ -106,16 +120,26 @@ impl<S: StateMachine, R> Replica<S, R> {
     }
 
     pub(super) fn on_install(&mut self, reply: R, from: NodeId, epoch: Epoch, snap: Snapshot) {
-        let Some(reply) = self.accept_primary(reply, &from, epoch) else { return };
+        let Some(reply) = self.accept_primary(reply, &from, epoch) else {
+            return;
+        };
         if snap.last.index < self.hard.commit {
             let commit = self.hard.commit;
-            self.respond(reply, Body::AppendReply(AppendReply::SnapshotBehind { commit }));
+            self.respond(
+                reply,
+                Body::AppendReply(AppendReply::SnapshotBehind { commit }),
+            );
             return;
         }
         if let Err(e) = self.sm.restore(&snap.state) {
-            self.event(Event::SnapshotRejected { reason: e.to_string() });
+            self.event(Event::SnapshotRejected {
+                reason: e.to_string(),
+            });
             let commit = self.hard.commit;
-            self.respond(reply, Body::AppendReply(AppendReply::SnapshotBehind { commit }));
+            self.respond(
+                reply,
+                Body::AppendReply(AppendReply::SnapshotBehind { commit }),
+            );
             return;
         }
         self.dedup.restore(snap.dedup.clone());
@@ -138,7 +162,10 @@ impl<S: StateMachine, R> Replica<S, R> {
         self.save_hard_state();
         self.stats.snapshots_installed += 1;
         self.event(Event::SnapshotInstalled { last });
-        let body = Body::AppendReply(AppendReply::Ok { matched: last.index, last });
+        let body = Body::AppendReply(AppendReply::Ok {
+            matched: last.index,
+            last,
+        });
         let msg = self.msg(body);
         self.pending_acks.push_back((last.index, reply, msg));
     }

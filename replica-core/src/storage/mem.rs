@@ -34,8 +34,11 @@ struct Inner {
 impl Inner {
     fn recompute_next(&mut self) {
         let after_snapshot = self.snapshot.as_ref().map_or(1, |s| s.last.index + 1);
-        self.next_index =
-            self.volatile.last().or(self.durable.last()).map_or(after_snapshot, |e| e.index + 1);
+        self.next_index = self
+            .volatile
+            .last()
+            .or(self.durable.last())
+            .map_or(after_snapshot, |e| e.index + 1);
     }
 }
 
