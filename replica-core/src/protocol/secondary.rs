@@ -40,23 +40,21 @@ impl<S: StateMachine, R> Replica<S, R> {
             return;
         };
         let last = self.log.last();
-        // Does our log hold the entry the batch follows? The committed prefix is identical on
-        // every replica, so anything at or below our commit point matches.
-        if a.prev.index > self.hard.commit {
-            match self.log.pos_at(a.prev.index) {
-                Some(p) if p == a.prev => {}
-                Some(_) => {
-                    self.respond(reply, Body::AppendReply(AppendReply::Diverged { last }));
-                    return;
-                }
-                None => {
-                    self.respond(reply, Body::AppendReply(AppendReply::Gap { last }));
-                    return;
-                }
+        // Does our log hold the entry the batch follows? Compare positions wherever we still
+        // hold them: even committed entries, because a split brain (possible in all-in-sync mode
+        // under partitions) can commit different entries at the same index.
+        match self.log.pos_at(a.prev.index) {
+            Some(p) if p == a.prev => {}
+            Some(_) => {
+                self.respond(reply, Body::AppendReply(AppendReply::Diverged { last }));
+                return;
             }
-        } else if a.prev.index > last.index {
-            self.respond(reply, Body::AppendReply(AppendReply::Gap { last }));
-            return;
+            // Compacted: below our snapshot, so committed; nothing left to compare.
+            None if a.prev.index < self.log.base().index => {}
+            None => {
+                self.respond(reply, Body::AppendReply(AppendReply::Gap { last }));
+                return;
+            }
         }
         let mut matched = a.prev.index;
         let mut diverged = false;
@@ -68,8 +66,8 @@ impl<S: StateMachine, R> Replica<S, R> {
             let held = self.log.last();
             if e.index <= held.index {
                 // Already held: the same entry (a duplicate or a resend), or a conflict.
-                let same = e.index <= self.hard.commit.max(self.log.base().index)
-                    || self.log.pos_at(e.index) == Some(e.pos());
+                let same =
+                    e.index <= self.log.base().index || self.log.pos_at(e.index) == Some(e.pos());
                 if !same {
                     diverged = true;
                     break;
@@ -124,12 +122,24 @@ impl<S: StateMachine, R> Replica<S, R> {
             return;
         };
         if snap.last.index < self.hard.commit {
-            let commit = self.hard.commit;
-            self.respond(
-                reply,
-                Body::AppendReply(AppendReply::SnapshotBehind { commit }),
+            let ours = self.log.pos_at(snap.last.index);
+            if ours.is_none_or(|p| p == snap.last) {
+                // We are simply ahead of the primary's applied state (it was just elected): the
+                // copy would take us backwards. Ask again later.
+                let commit = self.hard.commit;
+                self.respond(
+                    reply,
+                    Body::AppendReply(AppendReply::SnapshotBehind { commit }),
+                );
+                return;
+            }
+            // Our committed entries differ from the primary's: only a split brain does that.
+            // The newer epoch wins; our side's writes are lost (see ARCHITECTURE.md).
+            tracing::error!(
+                commit = self.hard.commit,
+                snapshot = snap.last.index,
+                "committed state diverged from the primary's (split brain); replacing it"
             );
-            return;
         }
         if let Err(e) = self.sm.restore(&snap.state) {
             self.event(Event::SnapshotRejected {
