@@ -10,15 +10,22 @@ use uuid::Uuid;
 
 use crate::types::DedupRecord;
 
-/// Hashes UUIDs by mixing their bytes with one multiply per word. Request ids are random v4
-/// UUIDs chosen by authenticated front ends, so SipHash's flooding resistance buys nothing here
-/// and costs a measurable share of the write path.
+/// Hashes UUIDs: one multiply per word, then the murmur3 64-bit finalizer so that every input
+/// bit reaches the low bits hashbrown indexes by. Request ids come from authenticated front ends,
+/// so SipHash's flooding resistance buys little here and costs a measurable share of the write
+/// path. The finalizer matters: ids need not be random (v7 time-ordered ids, counters), and
+/// without it structured ids collide in the same buckets and every lookup turns linear.
 #[derive(Default)]
 pub(crate) struct IdHasher(u64);
 
 impl Hasher for IdHasher {
     fn finish(&self) -> u64 {
-        self.0
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
     }
 
     fn write(&mut self, bytes: &[u8]) {
@@ -107,6 +114,27 @@ mod tests {
             index: n as u64,
             lamport: n as u64,
             output: Bytes::from(n.to_le_bytes().to_vec()),
+        }
+    }
+
+    /// Sequential and time-ordered ids must spread over the low bits (what hashbrown indexes by);
+    /// a hasher that only propagates bits upward puts them all in one bucket.
+    #[test]
+    fn structured_ids_spread_over_buckets() {
+        use std::collections::HashSet;
+        use std::hash::BuildHasher;
+        let build = BuildHasherDefault::<IdHasher>::default();
+        for make in [
+            |n: u64| Uuid::from_u64_pair(1, n),
+            |n: u64| Uuid::from_u64_pair(n, 0),
+        ] {
+            let buckets: HashSet<u64> =
+                (0..4096).map(|n| build.hash_one(make(n)) & 0xfff).collect();
+            assert!(
+                buckets.len() > 2000,
+                "only {} of 4096 low-bit buckets used",
+                buckets.len()
+            );
         }
     }
 
