@@ -1,5 +1,7 @@
 //! The `Transport` conformance suite on the in-memory network.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may unwrap: a failure is the test failing
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
