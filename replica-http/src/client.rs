@@ -30,7 +30,10 @@ pub struct HttpOptions {
     /// It should stay well below `ClientConfig::request_deadline_ms` (10 s by default) so that a
     /// front end whose primary hangs still has time to retry elsewhere.
     pub request_timeout_ms: u64,
-    /// An idle pooled connection is closed after this long. Default 30,000 ms.
+    /// An idle pooled connection is closed after this long. Default 20,000 ms: below the
+    /// server's idle limit ([`crate::ServeOptions::header_read_timeout_ms`], 30 s by default),
+    /// so it is this side that closes an idle connection, never the server just as a request
+    /// goes out on it (which would fail that call as a broken connection).
     pub idle_timeout_ms: u64,
     /// Idle keep-alive connections kept per peer. Default 64: enough for the bursts of
     /// concurrent calls a primary makes under load, without holding hundreds of sockets open
@@ -47,7 +50,7 @@ impl Default for HttpOptions {
         HttpOptions {
             connect_timeout_ms: 1000,
             request_timeout_ms: 5000,
-            idle_timeout_ms: 30_000,
+            idle_timeout_ms: 20_000,
             idle_connections_per_peer_max: 64,
             reply_bytes_max: 64 << 20,
         }

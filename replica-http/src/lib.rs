@@ -68,7 +68,8 @@ mod server;
 pub use client::{BuildError, HttpOptions, HttpTransport};
 pub use key::{ClusterKey, KeyError, KEY_BYTES_MAX};
 pub use server::{
-    cluster_router, cluster_router_with, serve, RouterOptions, BODY_BYTES_MAX_DEFAULT,
+    cluster_router, cluster_router_with, serve, serve_with, RouterOptions, ServeOptions,
+    BODY_BYTES_MAX_DEFAULT,
 };
 
 /// Every cluster route lives under this prefix; every request under it needs the cluster key.

@@ -17,12 +17,16 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, post};
-use axum::serve::ListenerExt;
 use axum::{Json, Router};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use replica_core::message::{decode, encode};
 use replica_core::Handler;
 use serde::Serialize;
+use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
 
 use crate::key::ClusterKey;
 use crate::{CLUSTER_PREFIX, MESSAGE_ROUTE, OCTET_STREAM};
@@ -208,23 +212,143 @@ fn full_path(request: &Request) -> String {
     }
 }
 
-/// Serve `router` on `listener` until `shutdown` completes (mini-redis style: the caller binds,
-/// so tests bind `127.0.0.1:0` and read the port back; the caller decides when to stop).
-///
-/// Connections get `TCP_NODELAY` (cluster messages are small request/response pairs; Nagle's
-/// algorithm would add up to 40 ms to each). On shutdown the listener closes at once (new
-/// connections are refused, which callers read as "peer unreachable"), idle keep-alive
-/// connections are closed, and requests in flight are answered before this returns.
+/// Limits of [`serve_with`]. They protect a server from clients that connect and then say
+/// nothing (or trickle their headers): such a client holds a socket and a task until it is cut
+/// off, and the cluster port is reachable by anyone who can reach the host, key or no key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServeOptions {
+    /// A connection must deliver a request's complete headers within this long after it opens,
+    /// or after the previous response on it (so it is also the idle keep-alive timeout), or it
+    /// is closed. Default 30,000 ms; [`crate::HttpOptions::idle_timeout_ms`] stays below it, so
+    /// a peer's pool drops an idle connection before the server closes it under a request.
+    pub header_read_timeout_ms: u64,
+    /// Most connections served at once; while that many are open, new ones wait in the kernel's
+    /// accept queue. Default 4096: far above a cluster's needs (a few per peer and front end),
+    /// well below a process's usual file-descriptor limit.
+    pub connections_max: usize,
+    /// After the shutdown signal, requests in flight get this long to be answered; then their
+    /// connections are dropped. Default 5000 ms (a held write answers or gives up well within).
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            header_read_timeout_ms: 30_000,
+            connections_max: 4096,
+            shutdown_grace_ms: 5000,
+        }
+    }
+}
+
+/// Pause after an `accept` error other than a connection reset (file descriptors exhausted,
+/// out of memory): retrying at once would spin, and the condition usually clears when some
+/// connections close.
+const ACCEPT_ERROR_PAUSE_MS: u64 = 50;
+
+/// [`serve_with`] with default [`ServeOptions`].
 pub async fn serve<F>(listener: TcpListener, router: Router, shutdown: F) -> io::Result<()>
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    let listener = listener.tap_io(|tcp| {
+    serve_with(listener, router, shutdown, ServeOptions::default()).await
+}
+
+/// Serve `router` over HTTP/1.1 on `listener` until `shutdown` completes (mini-redis style: the
+/// caller binds, so tests bind `127.0.0.1:0` and read the port back; the caller decides when to
+/// stop).
+///
+/// Connections get `TCP_NODELAY` (cluster messages are small request/response pairs; Nagle's
+/// algorithm would add up to 40 ms to each) and the limits of [`ServeOptions`]. On shutdown
+/// the listener closes at once (new connections are refused, which peers read as "unreachable"),
+/// idle keep-alive connections are closed, and requests in flight are answered within
+/// `shutdown_grace_ms`, after which their connections are dropped. Returns `Ok` after a
+/// shutdown; accept errors are logged and retried, never returned.
+pub async fn serve_with<F>(
+    listener: TcpListener,
+    router: Router,
+    shutdown: F,
+    options: ServeOptions,
+) -> io::Result<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_millis(options.header_read_timeout_ms));
+    let permits = Arc::new(Semaphore::new(options.connections_max.max(1)));
+    let (stopping, _) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        // Reap finished connection tasks so the set stays as small as the open connections.
+        while connections.try_join_next().is_some() {}
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break, // the semaphore is never closed
+            },
+            () = &mut shutdown => break,
+        };
+        let (tcp, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    if !is_connection_error(&e) {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(ACCEPT_ERROR_PAUSE_MS)).await;
+                    }
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
-    });
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+        let conn =
+            http.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(router.clone()));
+        let mut stopping = stopping.subscribe();
+        connections.spawn(async move {
+            let _permit = permit;
+            tokio::pin!(conn);
+            tokio::select! {
+                result = conn.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!(%remote, error = %e, "connection ended with an error");
+                    }
+                    return;
+                }
+                _ = stopping.wait_for(|s| *s) => conn.as_mut().graceful_shutdown(),
+            }
+            if let Err(e) = conn.await {
+                tracing::debug!(%remote, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    stopping.send_replace(true);
+    let grace = Duration::from_millis(options.shutdown_grace_ms);
+    let drained = tokio::time::timeout(grace, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            connections = connections.len(),
+            "requests still in flight after the shutdown grace; dropping them"
+        );
+        connections.shutdown().await;
+    }
+    Ok(())
+}
+
+/// Errors that concern one incoming connection only (the client gave up before we accepted).
+fn is_connection_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    )
 }
