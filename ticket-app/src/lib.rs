@@ -7,7 +7,13 @@
 //!
 //! - [`machine`]: [`TicketMachine`], the replicated state (users, events, holdings) and its
 //!   invariants; [`command`] and [`query`]: what goes through the log and what reads ask.
-//! - [`limits`]: the bounds on names and counts.
+//! - [`frontend`]: the public REST API as an axum router over a [`replica_core::Client`], generic
+//!   over the transport (in-memory in tests, HTTP in the binary).
+//! - [`replica_routes`]: the read-only routes and `GET /status` each replica serves from its own
+//!   state.
+//! - [`api`]: JSON errors, strict body and path parsing, response bodies; [`limits`]: the
+//!   bounds on names, counts and bodies; [`openapi`]: the API description.
+//! - [`server`]: serving a router on a caller-bound listener.
 //!
 //! ## Example
 //!
@@ -32,11 +38,19 @@
 // Tests may unwrap: a panic there is a test failure with a message, which is what we want.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod api;
 pub mod command;
+pub mod frontend;
 pub mod limits;
 pub mod machine;
+pub mod openapi;
 pub mod query;
+pub mod replica_routes;
+pub mod server;
 
 pub use command::{EventId, TicketCommand, TicketError, TicketOutput, TicketSuccess, UserId};
+pub use frontend::frontend_router;
 pub use machine::{InvariantViolation, TicketMachine};
 pub use query::{EventView, Holding, TicketAnswer, TicketQuery, UserView};
+pub use replica_routes::{replica_router, StatusBody};
+pub use server::serve;
