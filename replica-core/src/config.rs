@@ -33,8 +33,8 @@ pub struct Config {
     /// How often replicas gossip their service list, and front ends greet the primary.
     /// Default 200 ms.
     pub gossip_interval_ms: u64,
-    /// A service whose heartbeat has not advanced for this long is suspected (shown as such,
-    /// skipped for reads); after twice this long it is removed from the list. Default 2000 ms.
+    /// A service whose heartbeat has not advanced for half this long is suspected (shown as such
+    /// in `Status::suspected`); at this long it is removed from the list. Default 2000 ms.
     pub suspicion_timeout_ms: u64,
     /// Most entries in one append message. Default 1024.
     pub batch_entries_max: usize,

@@ -24,6 +24,7 @@ pub mod config;
 #[cfg(feature = "testing")]
 pub mod conformance;
 pub mod message;
+pub mod metrics;
 pub mod node;
 pub mod protocol;
 pub mod rng;

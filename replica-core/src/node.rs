@@ -10,6 +10,7 @@
 //!
 //! Invariant: the replica is only touched by the core task, so the protocol never needs a lock.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,6 +22,7 @@ use uuid::Uuid;
 
 use crate::config::Config;
 use crate::message::{self, Body, Message, WriteError, WriteRequest};
+use crate::metrics::NodeMetrics;
 use crate::protocol::{Event, Input, Output, RecoveryError, Replica, Start, Status};
 use crate::state_machine::StateMachine;
 use crate::storage::{LogStore, StorageError, StoreOp};
@@ -91,6 +93,7 @@ pub struct NodeHandle<S> {
     id: NodeId,
     tx: mpsc::UnboundedSender<Cmd<S>>,
     tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    metrics: Arc<NodeMetrics>,
 }
 
 impl<S> Clone for NodeHandle<S> {
@@ -99,6 +102,7 @@ impl<S> Clone for NodeHandle<S> {
             id: self.id.clone(),
             tx: self.tx.clone(),
             tasks: self.tasks.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 }
@@ -138,7 +142,8 @@ impl Node {
 
         let (tx, rx) = mpsc::unbounded_channel();
         let (store_tx, store_rx) = mpsc::unbounded_channel();
-        let store_task = tokio::spawn(run_store(store, store_rx, tx.clone()));
+        let metrics = Arc::new(NodeMetrics::default());
+        let store_task = tokio::spawn(run_store(store, store_rx, tx.clone(), metrics.clone()));
         let core = Core {
             replica,
             store_tx,
@@ -146,12 +151,14 @@ impl Node {
             tx: tx.clone(),
             origin,
             id: id.clone(),
+            metrics: metrics.clone(),
         };
         let core_task = tokio::spawn(core.run(rx, tick));
         Ok(NodeHandle {
             id,
             tx,
             tasks: Arc::new(Mutex::new(vec![store_task, core_task])),
+            metrics,
         })
     }
 }
@@ -160,6 +167,17 @@ impl<S: StateMachine> NodeHandle<S> {
     /// This replica's id.
     pub fn id(&self) -> &NodeId {
         &self.id
+    }
+
+    /// The replica's counters and histograms.
+    pub fn metrics(&self) -> &NodeMetrics {
+        &self.metrics
+    }
+
+    /// Metrics and state in the Prometheus text format, for a `/metrics` route.
+    pub async fn render_metrics(&self) -> Result<String, NodeStopped> {
+        let status = self.status().await?;
+        Ok(self.metrics.render(&status))
     }
 
     /// A snapshot of the replica's state (role, epoch, log positions, in-sync set, services).
@@ -253,6 +271,7 @@ struct Core<S: StateMachine, T> {
     tx: mpsc::UnboundedSender<Cmd<S>>,
     origin: Instant,
     id: NodeId,
+    metrics: Arc<NodeMetrics>,
 }
 
 impl<S: StateMachine, T: Transport> Core<S, T> {
@@ -314,12 +333,31 @@ impl<S: StateMachine, T: Transport> Core<S, T> {
         for out in self.replica.take_outputs() {
             match out {
                 Output::Call { to, kind, msg } => {
-                    let (transport, tx) = (self.transport.clone(), self.tx.clone());
+                    let (transport, tx, metrics) = (
+                        self.transport.clone(),
+                        self.tx.clone(),
+                        self.metrics.clone(),
+                    );
+                    let timed = match &msg.body {
+                        Body::Append(a) if !a.entries.is_empty() => {
+                            metrics.append_batch_entries.observe(a.entries.len() as f64);
+                            Some(Instant::now())
+                        }
+                        _ => None,
+                    };
                     tokio::spawn(async move {
                         let input = match transport.call(&to, msg).await {
-                            Ok(msg) => Input::Response { from: to, msg },
+                            Ok(msg) => {
+                                if let Some(t) = timed {
+                                    metrics
+                                        .replication_seconds
+                                        .observe(t.elapsed().as_secs_f64());
+                                }
+                                Input::Response { from: to, msg }
+                            }
                             Err(e) => {
                                 tracing::trace!(peer = %to, error = %e, "call failed");
+                                metrics.calls_failed.fetch_add(1, Ordering::Relaxed);
                                 Input::CallFailed { to, kind }
                             }
                         };
@@ -327,12 +365,34 @@ impl<S: StateMachine, T: Transport> Core<S, T> {
                     });
                 }
                 Output::Respond { reply, msg } => {
+                    match &msg.body {
+                        Body::WriteReply(Ok(_)) => self
+                            .metrics
+                            .writes_committed
+                            .fetch_add(1, Ordering::Relaxed),
+                        Body::WriteReply(Err(_)) => {
+                            self.metrics.writes_refused.fetch_add(1, Ordering::Relaxed)
+                        }
+                        _ => 0,
+                    };
                     let _ = reply.send(msg);
                 }
                 Output::Store { seq, op } => {
                     let _ = self.store_tx.send((seq, op));
                 }
-                Output::Event(ev) => log_event(&self.id, &ev),
+                Output::Event(ev) => {
+                    let counter = match &ev {
+                        Event::ElectionStarted { .. } => Some(&self.metrics.elections_started),
+                        Event::ElectionWon { .. } => Some(&self.metrics.elections_won),
+                        Event::SnapshotSent { .. } => Some(&self.metrics.snapshots_sent),
+                        Event::SnapshotInstalled { .. } => Some(&self.metrics.snapshots_installed),
+                        _ => None,
+                    };
+                    if let Some(c) = counter {
+                        c.fetch_add(1, Ordering::Relaxed);
+                    }
+                    log_event(&self.id, &ev);
+                }
             }
         }
     }
@@ -349,6 +409,7 @@ fn log_event(node: &NodeId, ev: &Event) {
         }
         Event::InSyncChanged { in_sync } => tracing::info!(%node, ?in_sync, "in-sync set changed"),
         Event::ElectionStarted { epoch } => tracing::info!(%node, epoch, "election started"),
+        Event::ElectionWon { epoch } => tracing::info!(%node, epoch, "election won"),
         Event::SnapshotSent { to, last } => {
             tracing::info!(%node, %to, index = last.index, "full copy sent")
         }
@@ -371,6 +432,7 @@ async fn run_store<S, L: LogStore>(
     mut store: L,
     mut rx: mpsc::UnboundedReceiver<(u64, StoreOp)>,
     tx: mpsc::UnboundedSender<Cmd<S>>,
+    metrics: Arc<NodeMetrics>,
 ) {
     while let Some((seq, op)) = rx.recv().await {
         let mut batch = vec![(seq, op)];
@@ -392,7 +454,12 @@ async fn run_store<S, L: LogStore>(
             last = *seq;
         }
         if result.is_ok() && needs_sync {
+            let started = Instant::now();
             result = store.sync().await;
+            metrics
+                .store_sync_seconds
+                .observe(started.elapsed().as_secs_f64());
+            metrics.store_ops_per_sync.observe(batch.len() as f64);
         }
         let cmd = match result {
             Ok(()) => Cmd::Input(Input::Persisted { seq: last }),

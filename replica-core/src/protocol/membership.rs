@@ -147,6 +147,15 @@ impl Services {
             .is_some_and(|m| now.saturating_sub(m.seen_ms) >= after_ms)
     }
 
+    /// Services silent for at least `after_ms`: suspected, not yet removed.
+    pub(crate) fn suspected(&self, now: u64, after_ms: u64) -> Vec<NodeId> {
+        self.others
+            .keys()
+            .filter(|id| self.is_suspected(id, now, after_ms))
+            .cloned()
+            .collect()
+    }
+
     /// The list as we show it, ourselves included, with `primary` marking our belief.
     pub(crate) fn to_vec(&self, primary: Option<&NodeId>) -> Vec<ServiceEntry> {
         std::iter::once(&self.me)
@@ -172,14 +181,6 @@ impl Services {
             .values()
             .filter(|m| m.entry.kind == ServiceKind::Frontend)
             .map(|m| &m.entry.address)
-    }
-
-    pub(crate) fn contains(&self, id: &NodeId) -> bool {
-        self.others.contains_key(id)
-    }
-
-    pub(crate) fn generation(&self) -> u64 {
-        self.me.generation
     }
 }
 
@@ -220,15 +221,15 @@ mod tests {
         assert!(s.is_suspected(&NodeId::new("b"), 1000, 1000));
         assert!(s.expire(1999, 2000).is_empty());
         assert_eq!(s.expire(2000, 2000).len(), 1);
-        assert!(!s.contains(&NodeId::new("b")));
+        assert!(!s.to_vec(None).iter().any(|e| e.address == NodeId::new("b")));
         s.merge(2100, &[entry("b", 1, 5)]);
         assert!(
-            !s.contains(&NodeId::new("b")),
+            !s.to_vec(None).iter().any(|e| e.address == NodeId::new("b")),
             "stale gossip does not resurrect"
         );
         s.merge(2200, &[entry("b", 2, 1)]);
         assert!(
-            s.contains(&NodeId::new("b")),
+            s.to_vec(None).iter().any(|e| e.address == NodeId::new("b")),
             "a restarted process is admitted"
         );
     }

@@ -155,6 +155,11 @@ pub enum Event {
         /// Our epoch when it started.
         epoch: Epoch,
     },
+    /// This replica won an election and leads `epoch`.
+    ElectionWon {
+        /// The new epoch.
+        epoch: Epoch,
+    },
     /// A full copy was sent to a secondary.
     SnapshotSent {
         /// The secondary.
@@ -216,6 +221,8 @@ pub struct Status {
     pub followers: Vec<FollowerStatus>,
     /// The service list.
     pub services: Vec<ServiceEntry>,
+    /// Services silent for half the suspicion timeout: suspected, removed at the full timeout.
+    pub suspected: Vec<NodeId>,
     /// Entries held in memory.
     pub log_len: usize,
     /// Base of the in-memory log (last compacted or snapshot position).
@@ -506,6 +513,9 @@ impl<S: StateMachine, R> Replica<S, R> {
                 })
                 .collect(),
             services: self.services.to_vec(self.primary.as_ref()),
+            suspected: self
+                .services
+                .suspected(self.now, self.cfg.suspicion_timeout_ms / 2),
             log_len: self.log.len(),
             log_base: self.log.base(),
             dedup_len: self.dedup.len(),
