@@ -14,6 +14,8 @@
 //! - [`api`]: JSON errors, strict body and path parsing, response bodies; [`limits`]: the
 //!   bounds on names, counts and bodies; [`openapi`]: the API description.
 //! - [`server`]: serving a router on a caller-bound listener.
+//! - [`cli`]: the `ticket` binary's subcommands (`node`, `frontend`, `dev`), each a function
+//!   that takes a bound listener and a shutdown future.
 //!
 //! ## Example
 //!
@@ -39,6 +41,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod api;
+pub mod cli;
 pub mod command;
 pub mod frontend;
 pub mod limits;
