@@ -122,6 +122,9 @@ async fn front_end_learns_the_new_primary_from_the_announcement() {
     cluster.wait_in_sync(3).await;
     let fe = cluster.client("frontend-1");
     fe.discover().await;
+    // The primary gossips the front end's entry to the secondaries.
+    let fe_id = NodeId::new("frontend-1");
+    cluster.wait_for("front end known to all", |st| lists(st, &fe_id) == 3).await;
     cluster.crash(&r(0));
     cluster
         .wait_for("new primary", |st| st.iter().any(|s| s.role == Role::Primary))
