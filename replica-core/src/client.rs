@@ -1,4 +1,4 @@
-//! The front end's side (DESIGN.md §2.6): request ids, hold-and-retry across failover, and read
+//! The front end's side: request ids, hold-and-retry across failover, and read
 //! fences.
 //!
 //! Guarantees, given the replicas' dedup table:

@@ -14,7 +14,12 @@ enum Op {
     /// Append a unique token to one of four keys (concurrently with what is in flight).
     Write(u8),
     /// Replace the network's fault rates (percent, percent, percent, ms).
-    Faults { drop: u8, drop_reply: u8, dup: u8, delay_ms: u8 },
+    Faults {
+        drop: u8,
+        drop_reply: u8,
+        dup: u8,
+        delay_ms: u8,
+    },
     /// Crash a secondary (losing what it had not synced) and start it again.
     RestartSecondary(u8),
     /// Let time pass.
@@ -32,7 +37,11 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn run(ops: Vec<Op>, seed: u64) -> Result<(), TestCaseError> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
     rt.block_on(async move {
         let cluster = Cluster::start_with(3, Config::default(), seed).await;
         cluster.wait_in_sync(3).await;
@@ -43,9 +52,18 @@ fn run(ops: Vec<Op>, seed: u64) -> Result<(), TestCaseError> {
                 Op::Write(k) => {
                     let (c, key, token) = (client.clone(), format!("k{k}"), format!("<{i}>"));
                     let cmd = KvCommand::append(key.clone(), token.clone());
-                    writes.push((key, token, tokio::spawn(async move { c.write::<_, Option<String>>(&cmd).await })));
+                    writes.push((
+                        key,
+                        token,
+                        tokio::spawn(async move { c.write::<_, Option<String>>(&cmd).await }),
+                    ));
                 }
-                Op::Faults { drop, drop_reply, dup, delay_ms } => cluster.net.set_faults(Faults {
+                Op::Faults {
+                    drop,
+                    drop_reply,
+                    dup,
+                    delay_ms,
+                } => cluster.net.set_faults(Faults {
                     drop_request: f64::from(*drop) / 100.0,
                     drop_reply: f64::from(*drop_reply) / 100.0,
                     duplicate: f64::from(*dup) / 100.0,
@@ -70,7 +88,13 @@ fn run(ops: Vec<Op>, seed: u64) -> Result<(), TestCaseError> {
             }
         }
         cluster.wait_in_sync(3).await;
-        let commit = cluster.statuses().await.iter().map(|s| s.commit).max().unwrap_or(0);
+        let commit = cluster
+            .statuses()
+            .await
+            .iter()
+            .map(|s| s.commit)
+            .max()
+            .unwrap_or(0);
         cluster.wait_converged(commit).await;
         let states = cluster.states().await;
         prop_assert_eq!(states.len(), 3);
@@ -79,12 +103,29 @@ fn run(ops: Vec<Op>, seed: u64) -> Result<(), TestCaseError> {
         }
         let data: &BTreeMap<String, String> = &states[0].1.data;
         for (key, token) in &acked {
-            let n = data.get(key).map_or(0, |v| v.matches(token.as_str()).count());
-            prop_assert_eq!(n, 1, "acknowledged {} on {} present {} times", token, key, n);
+            let n = data
+                .get(key)
+                .map_or(0, |v| v.matches(token.as_str()).count());
+            prop_assert_eq!(
+                n,
+                1,
+                "acknowledged {} on {} present {} times",
+                token,
+                key,
+                n
+            );
         }
         for (key, token) in &unacked {
-            let n = data.get(key).map_or(0, |v| v.matches(token.as_str()).count());
-            prop_assert!(n <= 1, "unacknowledged {} on {} present {} times", token, key, n);
+            let n = data
+                .get(key)
+                .map_or(0, |v| v.matches(token.as_str()).count());
+            prop_assert!(
+                n <= 1,
+                "unacknowledged {} on {} present {} times",
+                token,
+                key,
+                n
+            );
         }
         Ok(())
     })

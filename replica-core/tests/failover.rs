@@ -386,7 +386,10 @@ async fn whole_cluster_restart_keeps_every_acknowledged_write() {
     let client = cluster.client("fe");
     let mut want = String::new();
     for i in 0..50 {
-        let out: Option<String> = client.write(&KvCommand::append("k", format!("{i},"))).await.unwrap();
+        let out: Option<String> = client
+            .write(&KvCommand::append("k", format!("{i},")))
+            .await
+            .unwrap();
         want.push_str(&format!("{i},"));
         assert_eq!(out.as_deref(), Some(want.as_str()));
     }
@@ -399,16 +402,30 @@ async fn whole_cluster_restart_keeps_every_acknowledged_write() {
     cluster.restart(&r(2)).await;
     tokio::time::sleep(Duration::from_secs(10)).await;
     let st = cluster.statuses().await;
-    assert!(st.iter().all(|s| s.role != Role::Primary), "took office without r0: {st:#?}");
+    assert!(
+        st.iter().all(|s| s.role != Role::Primary),
+        "took office without r0: {st:#?}"
+    );
 
     // Phase: the last one back: a primary emerges with everything acknowledged.
     cluster.restart(&r(0)).await;
-    cluster.wait_for("a primary", |st| st.iter().any(|s| s.role == Role::Primary)).await;
-    let out: Option<String> = client.write(&KvCommand::append("k", "after,")).await.unwrap();
+    cluster
+        .wait_for("a primary", |st| st.iter().any(|s| s.role == Role::Primary))
+        .await;
+    let out: Option<String> = client
+        .write(&KvCommand::append("k", "after,"))
+        .await
+        .unwrap();
     want.push_str("after,");
     assert_eq!(out.as_deref(), Some(want.as_str()));
     cluster.wait_in_sync(3).await;
-    let commit = cluster.statuses().await.iter().map(|s| s.commit).max().unwrap();
+    let commit = cluster
+        .statuses()
+        .await
+        .iter()
+        .map(|s| s.commit)
+        .max()
+        .unwrap();
     cluster.wait_converged(commit).await;
     for (id, m) in cluster.states().await {
         assert_eq!(m.data.get("k"), Some(&want), "{id}");
