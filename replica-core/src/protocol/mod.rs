@@ -824,7 +824,9 @@ impl<S: StateMachine, R> Replica<S, R> {
         if self.unpersisted.is_empty() {
             return;
         }
-        let entries = std::mem::take(&mut self.unpersisted);
+        // Keep the buffer's capacity for the next batch instead of regrowing it from empty.
+        let capacity = self.unpersisted.capacity();
+        let entries = std::mem::replace(&mut self.unpersisted, Vec::with_capacity(capacity));
         let last = entries.last().map_or(0, |e| e.index);
         self.store_seq += 1;
         self.durable_marks.push_back((self.store_seq, last));
