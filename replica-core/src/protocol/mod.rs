@@ -304,6 +304,9 @@ pub struct Replica<S: StateMachine, R> {
     clock: Lamport,
     /// Caught up with a primary's commit point since this process started.
     confirmed: bool,
+    /// The primary accepted for the current epoch: at most one per epoch, first come. A second
+    /// one can only come from a split election, and is refused.
+    epoch_primary: Option<NodeId>,
     /// When we last heard from our primary.
     primary_contact: u64,
     /// When a secondary gives up on its primary.
@@ -426,6 +429,7 @@ impl<S: StateMachine, R> Replica<S, R> {
             primary: None,
             clock,
             confirmed: false,
+            epoch_primary: None,
             primary_contact: now,
             failure_deadline: 0,
             store_seq: 0,
@@ -574,6 +578,12 @@ impl<S: StateMachine, R> Replica<S, R> {
             Body::AppendReply(r) => self.on_append_reply(from, msg.epoch, r),
             Body::ElectionReply(r) => self.on_election_reply(from, msg.epoch, r),
             Body::Services(list) => self.merge_services(&list),
+            Body::StaleEpoch if msg.epoch == self.hard.epoch && self.role == Role::Primary => {
+                // Refused at our own epoch: someone accepted another primary for it (a split
+                // election). Stand down; the other primary's appends or a new round settle it.
+                tracing::error!(peer = %from, epoch = msg.epoch, "another primary holds our epoch; stepping down");
+                self.become_secondary(None);
+            }
             Body::StaleEpoch | Body::Ack => {}
             _ => {}
         }
@@ -703,6 +713,7 @@ impl<S: StateMachine, R> Replica<S, R> {
             return;
         }
         self.hard.epoch = epoch;
+        self.epoch_primary = primary.clone();
         self.save_hard_state();
         self.become_secondary(primary);
     }
@@ -824,7 +835,9 @@ impl<S: StateMachine, R> Replica<S, R> {
         if self.unpersisted.is_empty() {
             return;
         }
-        let entries = std::mem::take(&mut self.unpersisted);
+        // Keep the buffer's capacity for the next batch instead of regrowing it from empty.
+        let capacity = self.unpersisted.capacity();
+        let entries = std::mem::replace(&mut self.unpersisted, Vec::with_capacity(capacity));
         let last = entries.last().map_or(0, |e| e.index);
         self.store_seq += 1;
         self.durable_marks.push_back((self.store_seq, last));

@@ -67,6 +67,7 @@ impl<S: StateMachine, R> Replica<S, R> {
         self.save_hard_state();
         self.role = super::Role::Primary;
         self.primary = Some(self.id.clone());
+        self.epoch_primary = Some(self.id.clone());
         self.confirmed = true;
         self.election = None;
         let last = self.log.last().index;

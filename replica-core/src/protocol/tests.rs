@@ -724,7 +724,19 @@ fn election_ranks_by_log_freshness_not_address() {
             kind: CallKind::ElectionQuery,
         },
     );
-    let out = a.take_outputs();
+    // p stays silent, though asked again at every tick, until the round's deadline.
+    let mut out = a.take_outputs();
+    for t in (2_010..2_400).step_by(10) {
+        a.step(t, Input::Tick);
+        let o = a.take_outputs();
+        if a.status().role == Role::Candidate {
+            let asked_p = calls(&o)
+                .iter()
+                .any(|(to, b)| **to == id("p") && matches!(b, Body::ElectionQuery(_)));
+            assert!(asked_p, "p asked again at {t}");
+        }
+        out.extend(o);
+    }
     let st = a.status();
     assert_eq!(
         st.role,
