@@ -9,9 +9,9 @@ mod file_store_support;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use file_store_support::{copy_dir, entry, open_loaded, segments, TempDir};
+use file_store_support::{copy_dir, entry, open_loaded, segments, snapshot_at, TempDir};
 use replica_core::storage::{FileLogStore, FileStoreOptions};
-use replica_core::types::{HardState, LogPos, Snapshot};
+use replica_core::types::HardState;
 use replica_core::{LogStore, StorageError};
 
 // ---------------------------------------------------------------------------- helpers
@@ -112,18 +112,6 @@ fn assert_entries(got: &[replica_core::Entry], range: std::ops::RangeInclusive<u
         got == want.as_slice(),
         "recovered entries differ from the ones written"
     );
-}
-
-fn snapshot_at(index: u64) -> Snapshot {
-    let e = entry(index);
-    Snapshot {
-        last: LogPos {
-            index,
-            epoch: e.epoch,
-            lamport: e.lamport,
-        },
-        ..Snapshot::default()
-    }
 }
 
 // ---------------------------------------------------------------------------- torn tails

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use replica_core::storage::{FileLogStore, FileStoreOptions};
-use replica_core::types::{Entry, Payload};
+use replica_core::types::{Entry, LogPos, Payload, Snapshot};
 use replica_core::LogStore;
 use uuid::Uuid;
 
@@ -53,6 +53,21 @@ pub fn entry(index: u64) -> Entry {
         epoch: 1 + index / 1000,
         id: Uuid::from_u128(0xfeed_0000_0000_0000_0000_0000_0000_0000 | u128::from(index)),
         payload: Payload::Command(Bytes::from(payload)),
+    }
+}
+
+/// The snapshot a test saves at `index`: positioned at [`entry`]`(index)`, with state bytes
+/// derived from the index, so a reader can check it.
+pub fn snapshot_at(index: u64) -> Snapshot {
+    let e = entry(index);
+    Snapshot {
+        last: LogPos {
+            index,
+            epoch: e.epoch,
+            lamport: e.lamport,
+        },
+        state: Bytes::from(format!("state through {index}").into_bytes()),
+        ..Snapshot::default()
     }
 }
 
