@@ -114,8 +114,9 @@ pub async fn open_loaded(
     (store, r)
 }
 
-/// Wait (at most `deadline_ms`) until the directory's lock is free, then open it. A store whose
-/// task was aborted mid-operation keeps the lock until its blocking thread finishes.
+/// Wait (at most `deadline_ms`) until the directory's lock is free, then open it. A node stopped
+/// with `NodeHandle::stop` drops its store only when the runtime gets to its aborted task, so
+/// the lock can outlive `stop()` briefly.
 pub async fn open_when_unlocked(
     dir: &Path,
     opts: FileStoreOptions,
