@@ -248,6 +248,65 @@ async fn a_torn_new_segment_is_removed() {
     assert_entries(&r.entries, 1..=first_in_last);
 }
 
+/// After a power cut the last batch, whose sync never returned (so nothing of it was
+/// acknowledged), can be on disk with a hole: zeros in the middle, intact records after. That is
+/// a torn tail, cut at the hole. The same hole in an earlier batch, which was synced before the
+/// last one was written, is corruption.
+#[tokio::test]
+async fn a_hole_in_the_last_batch_is_a_torn_tail_but_not_in_a_synced_one() {
+    // Phase: two batches, 1..=10 then 11..=40, one sync each.
+    let pristine = TempDir::new("hole-pristine");
+    let (mut store, _) = open_loaded(pristine.path(), opts()).await;
+    store
+        .append(&(1..=10).map(entry).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    store.sync().await.unwrap();
+    let seg = segments(pristine.path()).pop().unwrap();
+    let first_batch_end = std::fs::metadata(&seg).unwrap().len();
+    store
+        .append(&(11..=40).map(entry).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    store.sync().await.unwrap();
+    drop(store);
+    let len = std::fs::metadata(&seg).unwrap().len();
+    let zero = |file: &Path, at: u64| {
+        let mut bytes = std::fs::read(file).unwrap();
+        bytes[at as usize..at as usize + 200].fill(0);
+        std::fs::write(file, bytes).unwrap();
+    };
+
+    // Phase: a hole in the middle of the last batch is cut off.
+    let scratch = TempDir::new("hole-last");
+    let dir = scratch.path().join("d");
+    copy_dir(pristine.path(), &dir);
+    let file = dir.join(seg.file_name().unwrap());
+    zero(&file, (first_batch_end + len) / 2);
+    let (_, r) = open_loaded(&dir, opts()).await;
+    let last = r.entries.last().unwrap().index;
+    assert!(
+        (10..40).contains(&last),
+        "cut inside the last batch, at {last}"
+    );
+    assert_entries(&r.entries, 1..=last);
+    assert!(
+        std::fs::metadata(&file).unwrap().len() < len,
+        "the rest of the batch is cut off"
+    );
+
+    // Phase: the same hole in the first batch is corruption.
+    let scratch = TempDir::new("hole-synced");
+    let dir = scratch.path().join("d");
+    copy_dir(pristine.path(), &dir);
+    let file = dir.join(seg.file_name().unwrap());
+    zero(&file, (32 + first_batch_end) / 2 - 100);
+    match load_err(&dir).await {
+        StorageError::Corrupt { file: f, .. } => assert_eq!(f, file.display().to_string()),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+}
+
 // ---------------------------------------------------------------------------- corruption
 
 fn flip(file: &Path, pos: u64) {

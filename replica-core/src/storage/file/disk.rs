@@ -125,8 +125,8 @@ struct Scan {
 
 /// Read the records of one segment, keeping entries at or after `keep_from` in `out`.
 ///
-/// A bad record in the last segment is a torn tail when no valid record follows it (a crash
-/// mid-write leaves nothing valid behind the tear); anything else is corruption.
+/// A bad record in the last segment can be a torn tail: a write of the last batch that a crash
+/// interrupted (see [`format::is_torn_tail`]). Anything else is corruption.
 fn scan_segment(
     path: &Path,
     data: &[u8],
@@ -138,7 +138,7 @@ fn scan_segment(
     let header = match format::decode_segment_header(data) {
         Ok(h) => h,
         Err(reason) => {
-            if is_last && format::find_valid_record(data, 1).is_none() {
+            if is_last && format::is_torn_tail(data, 0, expect.first_index) {
                 return Ok(Scan {
                     valid_len: 0,
                     next_index: expect.first_index,
@@ -162,11 +162,11 @@ fn scan_segment(
     let mut next = header.first_index;
     while off < data.len() {
         match format::read_record(data, off) {
-            Ok((payload, end)) => {
+            Ok(record) => {
                 // The checksum passed, so these bytes are what was written: a bad entry here is
                 // not a torn write but a format or logic error, and always corruption.
-                let entry =
-                    format::decode_entry(payload).map_err(|r| corrupt(path, off as u64, r))?;
+                let entry = format::decode_entry(record.payload)
+                    .map_err(|r| corrupt(path, off as u64, r))?;
                 if entry.index != next {
                     return Err(corrupt(
                         path,
@@ -178,10 +178,10 @@ fn scan_segment(
                     out.push(entry);
                 }
                 next += 1;
-                off = end;
+                off = record.end;
             }
             Err(e) => {
-                if is_last && format::find_valid_record(data, off + 1).is_none() {
+                if is_last && format::is_torn_tail(data, off, next) {
                     return Ok(Scan {
                         valid_len: off,
                         next_index: next,

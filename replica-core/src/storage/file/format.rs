@@ -4,9 +4,13 @@
 //! ```text
 //! segment  = header(32) record*
 //! header   = magic "RPLSEG01" | gen u64 | first_index u64 | reserved u32 (0) | crc32 of the 28 bytes before
-//! record   = payload_len u32 | payload_crc u32 | header_crc u32 | payload (postcard Entry)
-//!            header_crc = crc32(payload_len ‖ payload_crc), so a damaged length is caught before
-//!            it is trusted; payload_crc = crc32(payload)
+//! record   = payload_len u32 | payload_crc u32 | batch_first u64 | header_crc u32 | payload
+//!            payload     = postcard Entry
+//!            payload_crc = crc32(payload)
+//!            batch_first = index of the first record of the group-commit batch (the records
+//!                          written between two syncs) this record belongs to
+//!            header_crc  = crc32 of the 16 header bytes before it, so a damaged length is caught
+//!                          before it is trusted
 //! metadata = magic (8) | payload_len u64 | crc32(payload) u32 | payload (postcard)
 //! ```
 //!
@@ -18,7 +22,7 @@ use serde::{Deserialize, Serialize};
 /// Bytes of a segment header.
 pub(super) const SEGMENT_HEADER_BYTES: usize = 32;
 /// Bytes of a record header.
-pub(super) const RECORD_HEADER_BYTES: usize = 12;
+pub(super) const RECORD_HEADER_BYTES: usize = 20;
 const SEGMENT_MAGIC: &[u8; 8] = b"RPLSEG01";
 /// Magic of the hard-state file.
 pub(super) const HARD_STATE_MAGIC: &[u8; 8] = b"RPLHST01";
@@ -84,9 +88,13 @@ pub(super) fn decode_segment_header(data: &[u8]) -> Result<SegmentHeader, String
     })
 }
 
-/// Append one framed record holding `entry` to `buf`; returns the payload length. On error `buf`
-/// is left as it was.
-pub(super) fn encode_record(entry: &Entry, buf: &mut Vec<u8>) -> Result<usize, postcard::Error> {
+/// Append one framed record holding `entry`, written in the batch that starts at `batch_first`,
+/// to `buf`; returns the payload length. On error `buf` is left as it was.
+pub(super) fn encode_record(
+    entry: &Entry,
+    batch_first: LogIndex,
+    buf: &mut Vec<u8>,
+) -> Result<usize, postcard::Error> {
     let start = buf.len();
     buf.extend_from_slice(&[0u8; RECORD_HEADER_BYTES]);
     if let Err(e) = postcard::to_io(entry, &mut *buf) {
@@ -96,18 +104,13 @@ pub(super) fn encode_record(entry: &Entry, buf: &mut Vec<u8>) -> Result<usize, p
     let payload_len = buf.len() - start - RECORD_HEADER_BYTES;
     let len32 = u32::try_from(payload_len).unwrap_or(u32::MAX);
     let payload_crc = crc32fast::hash(&buf[start + RECORD_HEADER_BYTES..]);
-    let header_crc = header_crc(len32, payload_crc);
-    buf[start..start + 4].copy_from_slice(&len32.to_le_bytes());
-    buf[start + 4..start + 8].copy_from_slice(&payload_crc.to_le_bytes());
-    buf[start + 8..start + 12].copy_from_slice(&header_crc.to_le_bytes());
+    let header = &mut buf[start..start + RECORD_HEADER_BYTES];
+    header[0..4].copy_from_slice(&len32.to_le_bytes());
+    header[4..8].copy_from_slice(&payload_crc.to_le_bytes());
+    header[8..16].copy_from_slice(&batch_first.to_le_bytes());
+    let header_crc = crc32fast::hash(&header[0..16]);
+    header[16..20].copy_from_slice(&header_crc.to_le_bytes());
     Ok(payload_len)
-}
-
-fn header_crc(len: u32, payload_crc: u32) -> u32 {
-    let mut h = crc32fast::Hasher::new();
-    h.update(&len.to_le_bytes());
-    h.update(&payload_crc.to_le_bytes());
-    h.finalize()
 }
 
 /// Why the bytes at an offset are not a valid record.
@@ -134,14 +137,25 @@ impl std::fmt::Display for RecordError {
     }
 }
 
-/// The record at `off`: its payload and the offset just past it.
-pub(super) fn read_record(data: &[u8], off: usize) -> Result<(&[u8], usize), RecordError> {
+/// A record that passed every check.
+#[derive(Debug)]
+pub(super) struct Record<'a> {
+    /// The encoded entry.
+    pub payload: &'a [u8],
+    /// First index of the batch the record was written in.
+    pub batch_first: LogIndex,
+    /// Offset just past the record.
+    pub end: usize,
+}
+
+/// The record at `off`.
+pub(super) fn read_record(data: &[u8], off: usize) -> Result<Record<'_>, RecordError> {
     let header = data
         .get(off..off.saturating_add(RECORD_HEADER_BYTES))
         .ok_or(RecordError::ShortHeader)?;
     let len = u32_at(header, 0);
     let payload_crc = u32_at(header, 4);
-    if len == 0 || header_crc(len, payload_crc) != u32_at(header, 8) {
+    if len == 0 || crc32fast::hash(&header[0..16]) != u32_at(header, 16) {
         return Err(RecordError::BadHeader);
     }
     let start = off + RECORD_HEADER_BYTES;
@@ -150,17 +164,43 @@ pub(super) fn read_record(data: &[u8], off: usize) -> Result<(&[u8], usize), Rec
     if crc32fast::hash(payload) != payload_crc {
         return Err(RecordError::BadChecksum);
     }
-    Ok((payload, end))
+    Ok(Record {
+        payload,
+        batch_first: u64_at(header, 8),
+        end,
+    })
 }
 
-/// The first offset at or after `from` where a whole valid record starts, if any.
-///
-/// This is what tells a torn tail from damage in the middle: a crash mid-write leaves nothing
-/// valid after the bad record, while a damaged record in the middle is followed by good ones.
-/// The header checksum makes the scan cheap: most offsets fail on 8 bytes.
+/// The first offset at or after `from` where a whole valid record starts, if any. The header
+/// checksum makes the scan cheap: most offsets fail on 16 bytes.
 pub(super) fn find_valid_record(data: &[u8], from: usize) -> Option<usize> {
     let last_start = data.len().checked_sub(RECORD_HEADER_BYTES)?;
     (from..=last_start).find(|&off| read_record(data, off).is_ok())
+}
+
+/// Whether bad bytes at `off` in the last segment, where the record of index `index` should
+/// start, are a write a crash interrupted (true) or damage to data that was synced (false).
+///
+/// Batches are written one after the other, each only once the previous one was synced, so a
+/// crash can only leave the last batch partly on disk: after a process crash, a prefix of it;
+/// after a power cut, possibly with holes. Such a batch was never acknowledged. So the bad
+/// bytes are a torn tail when nothing valid follows them, or when everything valid that follows
+/// belongs to one batch that began at or before `index` (the batch the bad record was part of).
+/// Anything else means a synced record was damaged.
+pub(super) fn is_torn_tail(data: &[u8], off: usize, index: LogIndex) -> bool {
+    let mut batch: Option<LogIndex> = None;
+    let mut from = off + 1;
+    while let Some(at) = find_valid_record(data, from) {
+        let Ok(record) = read_record(data, at) else {
+            return false;
+        };
+        if batch.is_some_and(|b| b != record.batch_first) {
+            return false;
+        }
+        batch = Some(record.batch_first);
+        from = record.end;
+    }
+    batch.is_none_or(|b| b <= index)
 }
 
 /// Decode a record payload into an entry; trailing bytes are an error.
@@ -254,12 +294,17 @@ mod tests {
         }
     }
 
+    /// Framed records of `entries`, each batch starting at the given index, and their offsets.
     fn records(entries: &[Entry]) -> (Vec<u8>, Vec<usize>) {
+        batched(entries, |e| e.index)
+    }
+
+    fn batched(entries: &[Entry], batch_of: impl Fn(&Entry) -> u64) -> (Vec<u8>, Vec<usize>) {
         let mut buf = Vec::new();
         let mut starts = Vec::new();
         for e in entries {
             starts.push(buf.len());
-            encode_record(e, &mut buf).unwrap();
+            encode_record(e, batch_of(e), &mut buf).unwrap();
         }
         (buf, starts)
     }
@@ -310,9 +355,10 @@ mod tests {
         let (buf, _) = records(&entries);
         let mut off = 0;
         for e in &entries {
-            let (payload, next) = read_record(&buf, off).unwrap();
-            assert_eq!(&decode_entry(payload).unwrap(), e);
-            off = next;
+            let record = read_record(&buf, off).unwrap();
+            assert_eq!(&decode_entry(record.payload).unwrap(), e);
+            assert_eq!(record.batch_first, e.index);
+            off = record.end;
         }
         assert_eq!(off, buf.len());
     }
@@ -361,6 +407,42 @@ mod tests {
             "zeros are not a record"
         );
         assert_eq!(find_valid_record(&[], 0), None);
+    }
+
+    /// The torn-tail rule, table-driven: two batches (1..=4 synced, then 5..=8), one record
+    /// damaged, sometimes the file cut after it.
+    #[test]
+    fn torn_tail_is_damage_inside_the_last_batch_only() {
+        let entries: Vec<_> = (1..=8).map(|i| entry(i, 20)).collect();
+        let (clean, starts) = batched(&entries, |e| if e.index <= 4 { 1 } else { 5 });
+        let cases: [(u64, Option<u64>, bool, &str); 6] = [
+            (8, None, true, "last record of the last batch"),
+            (
+                6,
+                None,
+                true,
+                "inside the last batch, later records of it intact (a power cut)",
+            ),
+            (5, None, true, "first record of the last batch"),
+            (4, None, false, "last record of a synced batch"),
+            (2, None, false, "inside a synced batch"),
+            (
+                2,
+                Some(4),
+                true,
+                "inside what is now the last batch: nothing valid follows",
+            ),
+        ];
+        for (damaged, cut_after, torn, what) in cases {
+            let at = starts[damaged as usize - 1];
+            let mut data = clean.clone();
+            data[at + RECORD_HEADER_BYTES + 2] ^= 0xff;
+            if let Some(keep) = cut_after {
+                data.truncate(starts[keep as usize]);
+            }
+            assert!(read_record(&data, at).is_err());
+            assert_eq!(is_torn_tail(&data, at, damaged), torn, "{what}");
+        }
     }
 
     #[test]

@@ -23,7 +23,8 @@
 //! ```
 //!
 //! The byte layout is in `format.rs`. Every log record carries its length, a checksum of its
-//! payload and a checksum of its header; the payload is the postcard-encoded [`Entry`].
+//! payload, the first index of the group-commit batch it was written in, and a checksum of that
+//! header; the payload is the postcard-encoded [`Entry`].
 //!
 //! # Durability
 //!
@@ -41,12 +42,15 @@
 //!
 //! # Recovery (`load`)
 //!
-//! Read the hard state and the snapshot, then replay the segments. A bad record at the end of the
-//! last segment — cut short, or failing its checksum with nothing valid after it — is a write
-//! that a crash interrupted: it was never acknowledged, so it is cut off with a warning. Any other
-//! damage is [`StorageError::Corrupt`] naming the file and byte offset, and nothing on disk is
-//! changed: the replica must not serve from it and needs a full copy. Entries below the
-//! snapshot's compaction point are dropped; segments made entirely of them are deleted.
+//! Read the hard state and the snapshot, then replay the segments. A bad record in the last
+//! segment (cut short, or failing a checksum) is a write that a crash interrupted when nothing
+//! valid follows it, or when everything valid that follows belongs to the same batch: a batch is
+//! written only after the previous one was synced, so only the last batch can be partly on disk
+//! (with holes, after a power cut), and it was never acknowledged. Such a torn tail is cut off
+//! with a warning. Any other damage is [`StorageError::Corrupt`] naming the file and byte offset,
+//! and nothing on disk is changed: the replica must not serve from it and needs a full copy.
+//! Entries below the snapshot's compaction point are dropped; segments made entirely of them are
+//! deleted.
 //!
 //! # Threads
 //!
@@ -152,6 +156,9 @@ pub struct FileLogStore {
     pending: Pending,
     /// Index the next appended entry must have.
     next_index: LogIndex,
+    /// First index appended since the last sync: the batch every record carries, which is what
+    /// lets recovery tell a partly written last batch from damage to a synced one.
+    batch_first: Option<LogIndex>,
 }
 
 /// One operation for the I/O thread.
@@ -219,6 +226,7 @@ impl FileLogStore {
             loaded: false,
             pending: Pending::default(),
             next_index: 1,
+            batch_first: None,
         })
     }
 
@@ -276,6 +284,14 @@ impl FileLogStore {
     fn take_pending(&mut self) -> Pending {
         std::mem::take(&mut self.pending)
     }
+
+    /// The pending records, for an operation that ends the batch with a sync: the next append
+    /// starts a new batch. (The I/O thread runs operations in order, so the new batch reaches the
+    /// disk only after this sync, even if the caller stops waiting for it.)
+    fn take_pending_for_sync(&mut self) -> Pending {
+        self.batch_first = None;
+        self.take_pending()
+    }
 }
 
 impl Drop for FileLogStore {
@@ -293,6 +309,7 @@ impl Drop for FileLogStore {
 impl LogStore for FileLogStore {
     async fn load(&mut self) -> Result<Recovered, StorageError> {
         self.pending = Pending::default();
+        self.batch_first = None;
         self.loaded = false;
         let recovered = self.blocking(|d| d.recover()).await?;
         self.next_index = self.view.next_index;
@@ -313,9 +330,13 @@ impl LogStore for FileLogStore {
             }
         }
         // Phase: encode; undo on failure.
+        let Some(first) = entries.first() else {
+            return Ok(());
+        };
+        let batch_first = *self.batch_first.get_or_insert(first.index);
         let (buf_len, records_len) = (self.pending.buf.len(), self.pending.records.len());
         for e in entries {
-            let encoded = format::encode_record(e, &mut self.pending.buf);
+            let encoded = format::encode_record(e, batch_first, &mut self.pending.buf);
             let failure = match encoded {
                 Ok(len) if len > self.opts.record_bytes_max => Some(format!(
                     "entry {} encodes to {len} bytes, over record_bytes_max ({})",
@@ -346,7 +367,7 @@ impl LogStore for FileLogStore {
         if idle {
             return Ok(());
         }
-        let pending = self.take_pending();
+        let pending = self.take_pending_for_sync();
         self.blocking(move |d| {
             d.write(&pending)?;
             d.sync()
@@ -356,7 +377,7 @@ impl LogStore for FileLogStore {
 
     async fn save_hard_state(&mut self, hs: &HardState) -> Result<(), StorageError> {
         self.check_loaded()?;
-        let (pending, hs) = (self.take_pending(), *hs);
+        let (pending, hs) = (self.take_pending_for_sync(), *hs);
         self.blocking(move |d| {
             d.write(&pending)?;
             d.sync()?;
@@ -379,7 +400,7 @@ impl LogStore for FileLogStore {
         }
         // A clone, because the I/O thread needs an owned copy; the state is `Bytes`
         // (reference-counted), so the cost is the dedup table's vector.
-        let (pending, snapshot) = (self.take_pending(), snapshot.clone());
+        let (pending, snapshot) = (self.take_pending_for_sync(), snapshot.clone());
         self.blocking(move |d| {
             d.write(&pending)?;
             d.sync()?;
@@ -393,7 +414,7 @@ impl LogStore for FileLogStore {
     async fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
         self.check_loaded()?;
         // Appends not yet written are superseded by the install: drop them.
-        self.pending = Pending::default();
+        drop(self.take_pending_for_sync());
         let snapshot = snapshot.clone();
         self.blocking(move |d| d.install_snapshot(&snapshot))
             .await?;
