@@ -58,7 +58,7 @@
 //! that owns the files and executes operations in the order they were sent. Encoding and
 //! checksumming happen on the caller's task, which is cheap and keeps the hop to the thread to
 //! one per batch. A dedicated thread was measured against tokio's blocking pool
-//! (`benches/benches/file_store.rs`, `io_handoff`): about 5 µs per round trip against 29 µs,
+//! (`benches/benches/file_store.rs`, `io_handoff`): about 5 µs per round trip against 29–42 µs,
 //! which is a fifth of a small batch's cost on a disk whose fdatasync takes ~110 µs.
 //!
 //! An operation whose future is dropped mid-flight (a cancelled task) still completes on the
