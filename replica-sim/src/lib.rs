@@ -197,6 +197,15 @@ fn simulate<W: Workload>(world: &mut World<W>) {
     world.start(true);
     // Fault phase; the heal event at its end restarts everything.
     world.run_until(p.fault_phase_ms);
+    heal_and_check(world);
+}
+
+/// End a run: heal (restart every replica, make the network reliable, stop new operations),
+/// wait for convergence within `heal_bound_ms`, re-send every acknowledged write, and run every
+/// end-of-run check. Violations land in `world.checker.violations`. Scripted runs (the proptest)
+/// call this after driving the fault phase themselves.
+pub fn heal_and_check<W: Workload>(world: &mut World<W>) {
+    let p = world.params.clone();
     world.heal();
 
     // Healing phase: converge within the bound.

@@ -247,6 +247,14 @@ impl Params {
             spike_max_ms: range(&mut rng, 0, failure_timeout / 4),
             call_timeout_ms: range(&mut rng, 50, 500),
         };
+        let mut net = net;
+        if mode != FaultMode::Lossy && mode != FaultMode::Partitions {
+            // Reliable failure detection: a live peer always answers within the call timeout
+            // (a round trip is two one-way delays, each at most the larger of the ordinary
+            // maximum and the spike maximum).
+            let worst_trip = 2 * net.delay_max_ms.max(net.spike_max_ms) + 10;
+            net.call_timeout_ms = net.call_timeout_ms.max(worst_trip);
+        }
         let disk = DiskParams {
             sync_min_ms: range(&mut rng, 0, 2),
             sync_max_ms: range(&mut rng, 2, 15),
@@ -342,6 +350,7 @@ mod tests {
             assert!(p.faults.stall_max_ms <= c.ack_timeout_ms / 2);
             assert_eq!(p.net.loss, 0.0);
             assert!(p.full_mesh_seeds);
+            assert!(p.net.call_timeout_ms > 2 * p.net.delay_max_ms.max(p.net.spike_max_ms));
             assert_eq!(
                 p,
                 Params::draw(seed, FaultMode::CrashStop),
