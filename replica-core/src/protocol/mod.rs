@@ -750,6 +750,15 @@ impl<S: StateMachine, R> Replica<S, R> {
     }
 
     fn rank(&self) -> message::Rank {
+        #[cfg(feature = "bug-injection")]
+        if crate::bug_injection::active(crate::bug_injection::Bug::ElectByIdOnly) {
+            let node = self.id.clone();
+            return message::Rank {
+                last_epoch: 0,
+                last_lamport: 0,
+                node,
+            };
+        }
         let last = self.log.last();
         message::Rank {
             last_epoch: last.epoch,

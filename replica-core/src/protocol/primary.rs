@@ -367,6 +367,10 @@ impl<S: StateMachine, R> Replica<S, R> {
         }
         let mut commit = self.durable_index.min(self.log.last().index);
         for m in self.config.in_sync.iter().filter(|m| **m != self.id) {
+            #[cfg(feature = "bug-injection")]
+            if crate::bug_injection::active(crate::bug_injection::Bug::AckBeforeReplication) {
+                break;
+            }
             commit = commit.min(self.followers.get(m).map_or(0, |f| f.matched));
         }
         if commit > self.hard.commit {
