@@ -240,6 +240,7 @@ mod tests {
                 index: i,
                 epoch: 1,
                 lamport: i,
+                ..LogPos::ZERO
             },
             ..Snapshot::default()
         };
