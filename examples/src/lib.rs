@@ -1,1 +1,1 @@
-//! Runnable examples live in `examples/`.
+//! Runnable examples for replica-core: see `examples/` (`cargo run -p examples --example kv_cluster`).

@@ -1,4 +1,4 @@
-//! The front end's side (DESIGN.md §2.6): request ids, hold-and-retry across failover, and read
+//! The front end's side: request ids, hold-and-retry across failover, and read
 //! fences.
 //!
 //! Guarantees, given the replicas' dedup table:
@@ -23,7 +23,8 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::message::{
-    self, Body, Message, ReadError, ReadRequest, ServiceEntry, ServiceKind, WriteError, WriteRequest,
+    self, Body, Message, ReadError, ReadRequest, ServiceEntry, ServiceKind, WriteError,
+    WriteRequest,
 };
 use crate::transport::{Handler, NodeStopped, Transport};
 use crate::types::{Epoch, Lamport, NodeId};
@@ -123,7 +124,9 @@ pub struct Client<T> {
 
 impl<T> Clone for Client<T> {
     fn clone(&self) -> Self {
-        Client { inner: self.inner.clone() }
+        Client {
+            inner: self.inner.clone(),
+        }
     }
 }
 
@@ -132,7 +135,12 @@ impl<T: Transport> Client<T> {
     /// address, where announcements reach it).
     pub fn new(me: NodeId, transport: T, seeds: Vec<NodeId>, cfg: ClientConfig) -> Self {
         let primary = seeds.first().cloned();
-        let view = View { primary, primary_epoch: 0, replicas: seeds.into_iter().collect(), services: Vec::new() };
+        let view = View {
+            primary,
+            primary_epoch: 0,
+            replicas: seeds.into_iter().collect(),
+            services: Vec::new(),
+        };
         Client {
             inner: Arc::new(Inner {
                 me,
@@ -176,11 +184,19 @@ impl<T: Transport> Client<T> {
     }
 
     fn msg(&self, body: Body) -> Message {
-        Message { from: self.inner.me.clone(), epoch: 0, clock: self.fence(), body }
+        Message {
+            from: self.inner.me.clone(),
+            epoch: 0,
+            clock: self.fence(),
+            body,
+        }
     }
 
     /// Execute a command once, under a fresh request id. See [`Client::write_with_id`].
-    pub async fn write<C: Serialize, O: DeserializeOwned>(&self, cmd: &C) -> Result<O, ClientError> {
+    pub async fn write<C: Serialize, O: DeserializeOwned>(
+        &self,
+        cmd: &C,
+    ) -> Result<O, ClientError> {
         self.write_with_id(Uuid::new_v4(), cmd).await
     }
 
@@ -207,17 +223,28 @@ impl<T: Transport> Client<T> {
             }
             attempt += 1;
             if let Some(to) = self.primary() {
-                let req = self.msg(Body::Write(WriteRequest { id, command: command.clone() }));
+                let req = self.msg(Body::Write(WriteRequest {
+                    id,
+                    command: command.clone(),
+                }));
                 match self.inner.transport.call(&to, req).await {
-                    Ok(Message { body: Body::WriteReply(Ok(w)), .. }) => {
+                    Ok(Message {
+                        body: Body::WriteReply(Ok(w)),
+                        ..
+                    }) => {
                         self.raise_fence(w.lamport);
                         if attempt > 1 {
                             stats.held.fetch_sub(1, Ordering::Relaxed);
                         }
                         stats.writes.fetch_add(1, Ordering::Relaxed);
-                        return message::from_bytes(&w.output).map_err(|e| ClientError::Codec(e.to_string()));
+                        return message::from_bytes(&w.output)
+                            .map_err(|e| ClientError::Codec(e.to_string()));
                     }
-                    Ok(Message { body: Body::WriteReply(Err(e)), epoch, .. }) => match e {
+                    Ok(Message {
+                        body: Body::WriteReply(Err(e)),
+                        epoch,
+                        ..
+                    }) => match e {
                         WriteError::NotPrimary { hint } => self.redirect(&to, hint, epoch),
                         WriteError::Overloaded => {}
                         WriteError::Rejected(reason) => {
@@ -241,7 +268,9 @@ impl<T: Transport> Client<T> {
                 if attempt > 1 {
                     stats.held.fetch_sub(1, Ordering::Relaxed);
                 }
-                return Err(ClientError::Unavailable { waited_ms: (now - started).as_millis() as u64 });
+                return Err(ClientError::Unavailable {
+                    waited_ms: (now - started).as_millis() as u64,
+                });
             }
             let pause = Duration::from_millis(backoff).min(deadline - now);
             tokio::time::sleep(pause).await;
@@ -257,7 +286,10 @@ impl<T: Transport> Client<T> {
     /// Tries one replica (round robin over the replicas we know, when reading from secondaries
     /// is enabled); if it is behind the fence or unreachable, asks the primary, retrying until
     /// the deadline (a new primary may need a moment to apply what it holds).
-    pub async fn read<Q: Serialize, A: DeserializeOwned>(&self, query: &Q) -> Result<A, ClientError> {
+    pub async fn read<Q: Serialize, A: DeserializeOwned>(
+        &self,
+        query: &Q,
+    ) -> Result<A, ClientError> {
         let query = message::to_bytes(query).map_err(|e| ClientError::Codec(e.to_string()))?;
         let stats = &self.inner.stats;
         if self.inner.cfg.read_from_secondaries {
@@ -288,11 +320,14 @@ impl<T: Transport> Client<T> {
                     Err(ReadFailure::Rejected(r)) => return Err(ClientError::Rejected(r)),
                     Err(ReadFailure::Codec(r)) => return Err(ClientError::Codec(r)),
                     Err(ReadFailure::Unreachable) => self.forget_primary(&to),
+                    Err(ReadFailure::Transient) => {}
                 }
             }
             let now = Instant::now();
             if now >= deadline {
-                return Err(ClientError::Unavailable { waited_ms: (now - started).as_millis() as u64 });
+                return Err(ClientError::Unavailable {
+                    waited_ms: (now - started).as_millis() as u64,
+                });
             }
             stats.retries.fetch_add(1, Ordering::Relaxed);
             tokio::time::sleep(Duration::from_millis(backoff).min(deadline - now)).await;
@@ -309,16 +344,31 @@ impl<T: Transport> Client<T> {
         to: &NodeId,
         query: &bytes::Bytes,
     ) -> Result<Option<A>, ReadFailure> {
-        let req = self.msg(Body::Read(ReadRequest { query: query.clone(), fence: self.fence() }));
+        let req = self.msg(Body::Read(ReadRequest {
+            query: query.clone(),
+            fence: self.fence(),
+        }));
         match self.inner.transport.call(to, req).await {
-            Ok(Message { body: Body::ReadReply(Ok(r)), .. }) => {
+            Ok(Message {
+                body: Body::ReadReply(Ok(r)),
+                ..
+            }) => {
                 self.raise_fence(r.applied);
-                message::from_bytes(&r.answer).map(Some).map_err(|e| ReadFailure::Codec(e.to_string()))
+                message::from_bytes(&r.answer)
+                    .map(Some)
+                    .map_err(|e| ReadFailure::Codec(e.to_string()))
             }
-            Ok(Message { body: Body::ReadReply(Err(ReadError::Behind { .. })), .. }) => Ok(None),
-            Ok(Message { body: Body::ReadReply(Err(ReadError::Rejected(r))), .. }) => {
-                Err(ReadFailure::Rejected(r))
-            }
+            Ok(Message {
+                body: Body::ReadReply(Err(ReadError::Behind { .. })),
+                ..
+            }) => Ok(None),
+            Ok(Message {
+                body: Body::ReadReply(Err(ReadError::Rejected(r))),
+                ..
+            }) => Err(ReadFailure::Rejected(r)),
+            // A transient failure ("retry now") keeps the primary; anything else (unreachable,
+            // rejected, an answer of the wrong kind) means looking for another one.
+            Err(e) if e.retry_now() => Err(ReadFailure::Transient),
             Ok(_) | Err(_) => Err(ReadFailure::Unreachable),
         }
     }
@@ -382,7 +432,11 @@ impl<T: Transport> Client<T> {
         while let Some(joined) = calls.join_next().await {
             let Ok((to, result)) = joined else { continue };
             match result {
-                Ok(Message { body: Body::Services(list), epoch, .. }) => {
+                Ok(Message {
+                    body: Body::Services(list),
+                    epoch,
+                    ..
+                }) => {
                     any_ok = true;
                     self.learn(epoch, list);
                 }
@@ -399,7 +453,10 @@ impl<T: Transport> Client<T> {
         for e in list.iter().filter(|e| e.kind == ServiceKind::Replica) {
             view.replicas.insert(e.address.clone());
         }
-        if let Some(p) = list.iter().find(|e| e.primary && e.kind == ServiceKind::Replica) {
+        if let Some(p) = list
+            .iter()
+            .find(|e| e.primary && e.kind == ServiceKind::Replica)
+        {
             if epoch >= view.primary_epoch || view.primary.is_none() {
                 view.primary_epoch = epoch;
                 view.primary = Some(p.address.clone());
@@ -420,7 +477,8 @@ impl<T: Transport> Client<T> {
     /// Greet the cluster every `greet_interval_ms`, forever: keeps this front end in the
     /// primary's service list and its own view fresh. Spawn it.
     pub async fn run_membership(self) {
-        let mut tick = tokio::time::interval(Duration::from_millis(self.inner.cfg.greet_interval_ms));
+        let mut tick =
+            tokio::time::interval(Duration::from_millis(self.inner.cfg.greet_interval_ms));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
@@ -432,6 +490,7 @@ impl<T: Transport> Client<T> {
 enum ReadFailure {
     Rejected(String),
     Codec(String),
+    Transient,
     Unreachable,
 }
 

@@ -19,11 +19,14 @@
 //!
 //! See `ARCHITECTURE.md` at the repository root for the invariants of each module.
 
+#[cfg(feature = "bug-injection")]
+pub mod bug_injection;
 pub mod client;
 pub mod config;
 #[cfg(feature = "testing")]
 pub mod conformance;
 pub mod message;
+pub mod metrics;
 pub mod node;
 pub mod protocol;
 pub mod rng;
@@ -34,14 +37,14 @@ pub mod testing;
 pub mod transport;
 pub mod types;
 
+pub use client::{Client, ClientConfig, ClientError};
 pub use config::Config;
 pub use message::{Body, Message};
+pub use node::{LocalWriteError, Node, NodeError, NodeHandle, NodeOptions};
 pub use protocol::{Event, Replica, Status};
 pub use state_machine::{SnapshotError, StateMachine};
 pub use storage::{LogStore, Recovered, StorageError, StoreOp};
 pub use transport::{Handler, NodeStopped, Transport, TransportError};
-pub use node::{LocalWriteError, Node, NodeError, NodeHandle, NodeOptions};
-pub use client::{Client, ClientConfig, ClientError};
 pub use types::{Entry, Epoch, Lamport, LogIndex, LogPos, NodeId, Role};
 
 #[cfg(feature = "testing")]

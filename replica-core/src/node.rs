@@ -10,6 +10,7 @@
 //!
 //! Invariant: the replica is only touched by the core task, so the protocol never needs a lock.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,6 +22,7 @@ use uuid::Uuid;
 
 use crate::config::Config;
 use crate::message::{self, Body, Message, WriteError, WriteRequest};
+use crate::metrics::NodeMetrics;
 use crate::protocol::{Event, Input, Output, RecoveryError, Replica, Start, Status};
 use crate::state_machine::StateMachine;
 use crate::storage::{LogStore, StorageError, StoreOp};
@@ -91,11 +93,17 @@ pub struct NodeHandle<S> {
     id: NodeId,
     tx: mpsc::UnboundedSender<Cmd<S>>,
     tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    metrics: Arc<NodeMetrics>,
 }
 
 impl<S> Clone for NodeHandle<S> {
     fn clone(&self) -> Self {
-        NodeHandle { id: self.id.clone(), tx: self.tx.clone(), tasks: self.tasks.clone() }
+        NodeHandle {
+            id: self.id.clone(),
+            tx: self.tx.clone(),
+            tasks: self.tasks.clone(),
+            metrics: self.metrics.clone(),
+        }
     }
 }
 
@@ -110,20 +118,48 @@ impl Node {
         L: LogStore,
         T: Transport,
     {
-        let NodeOptions { id, config, state_machine, mut store, transport, initial_primary, seeds, rng_seed } =
-            opts;
+        let NodeOptions {
+            id,
+            config,
+            state_machine,
+            mut store,
+            transport,
+            initial_primary,
+            seeds,
+            rng_seed,
+        } = opts;
         let recovered = store.load().await?;
         let tick = Duration::from_millis(config.tick_interval_ms);
-        let start = Start { id: id.clone(), initial_primary, seeds, rng_seed };
+        let start = Start {
+            id: id.clone(),
+            initial_primary,
+            seeds,
+            rng_seed,
+        };
         let origin = Instant::now();
-        let replica: Replica<S, Responder> = Replica::new(start, config, state_machine, recovered, 0)?;
+        let replica: Replica<S, Responder> =
+            Replica::new(start, config, state_machine, recovered, 0)?;
 
         let (tx, rx) = mpsc::unbounded_channel();
         let (store_tx, store_rx) = mpsc::unbounded_channel();
-        let store_task = tokio::spawn(run_store(store, store_rx, tx.clone()));
-        let core = Core { replica, store_tx, transport: Arc::new(transport), tx: tx.clone(), origin, id: id.clone() };
+        let metrics = Arc::new(NodeMetrics::default());
+        let store_task = tokio::spawn(run_store(store, store_rx, tx.clone(), metrics.clone()));
+        let core = Core {
+            replica,
+            store_tx,
+            transport: Arc::new(transport),
+            tx: tx.clone(),
+            origin,
+            id: id.clone(),
+            metrics: metrics.clone(),
+        };
         let core_task = tokio::spawn(core.run(rx, tick));
-        Ok(NodeHandle { id, tx, tasks: Arc::new(Mutex::new(vec![store_task, core_task])) })
+        Ok(NodeHandle {
+            id,
+            tx,
+            tasks: Arc::new(Mutex::new(vec![store_task, core_task])),
+            metrics,
+        })
     }
 }
 
@@ -131,6 +167,17 @@ impl<S: StateMachine> NodeHandle<S> {
     /// This replica's id.
     pub fn id(&self) -> &NodeId {
         &self.id
+    }
+
+    /// The replica's counters and histograms.
+    pub fn metrics(&self) -> &NodeMetrics {
+        &self.metrics
+    }
+
+    /// Metrics and state in the Prometheus text format, for a `/metrics` route.
+    pub async fn render_metrics(&self) -> Result<String, NodeStopped> {
+        let status = self.status().await?;
+        Ok(self.metrics.render(&status))
     }
 
     /// A snapshot of the replica's state (role, epoch, log positions, in-sync set, services).
@@ -156,8 +203,13 @@ impl<S: StateMachine> NodeHandle<S> {
 
     /// Submit a write directly to this replica (it must be the primary). `id` deduplicates:
     /// submitting the same id again returns the first result.
-    pub async fn write(&self, id: Uuid, command: &S::Command) -> Result<S::Output, LocalWriteError> {
-        let command = message::to_bytes(command).map_err(|e| LocalWriteError::Codec(e.to_string()))?;
+    pub async fn write(
+        &self,
+        id: Uuid,
+        command: &S::Command,
+    ) -> Result<S::Output, LocalWriteError> {
+        let command =
+            message::to_bytes(command).map_err(|e| LocalWriteError::Codec(e.to_string()))?;
         let msg = Message {
             from: self.id.clone(),
             epoch: 0,
@@ -170,20 +222,29 @@ impl<S: StateMachine> NodeHandle<S> {
                 message::from_bytes(&w.output).map_err(|e| LocalWriteError::Codec(e.to_string()))
             }
             Body::WriteReply(Err(e)) => Err(e.into()),
-            other => Err(LocalWriteError::Codec(format!("unexpected reply {}", other.kind()))),
+            other => Err(LocalWriteError::Codec(format!(
+                "unexpected reply {}",
+                other.kind()
+            ))),
         }
     }
 
     async fn call(&self, msg: Message) -> Result<Message, NodeStopped> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(Cmd::Input(Input::Request { reply: tx, msg })).map_err(|_| NodeStopped)?;
+        self.tx
+            .send(Cmd::Input(Input::Request { reply: tx, msg }))
+            .map_err(|_| NodeStopped)?;
         rx.await.map_err(|_| NodeStopped)
     }
 
     /// Stop the node at once, as a crash would: tasks are aborted mid-flight, nothing is
     /// flushed. (With a real store, what was synced survives; see `MemLogStore::crash`.)
     pub fn stop(&self) {
-        let tasks = self.tasks.lock().map(|mut t| std::mem::take(&mut *t)).unwrap_or_default();
+        let tasks = self
+            .tasks
+            .lock()
+            .map(|mut t| std::mem::take(&mut *t))
+            .unwrap_or_default();
         for t in tasks {
             t.abort();
         }
@@ -210,6 +271,7 @@ struct Core<S: StateMachine, T> {
     tx: mpsc::UnboundedSender<Cmd<S>>,
     origin: Instant,
     id: NodeId,
+    metrics: Arc<NodeMetrics>,
 }
 
 impl<S: StateMachine, T: Transport> Core<S, T> {
@@ -225,13 +287,15 @@ impl<S: StateMachine, T: Transport> Core<S, T> {
             tokio::select! {
                 cmd = rx.recv() => {
                     let Some(cmd) = cmd else { break };
-                    if !self.process(cmd) {
+                    // One clock read per turn: every input of the turn happened "now".
+                    let now = self.now();
+                    if !self.process(now, cmd) {
                         break;
                     }
                     for _ in 1..INPUTS_PER_TURN_MAX {
                         match rx.try_recv() {
                             Ok(cmd) => {
-                                if !self.process(cmd) {
+                                if !self.process(now, cmd) {
                                     return;
                                 }
                             }
@@ -249,12 +313,9 @@ impl<S: StateMachine, T: Transport> Core<S, T> {
     }
 
     /// Returns false when the node must stop.
-    fn process(&mut self, cmd: Cmd<S>) -> bool {
+    fn process(&mut self, now: u64, cmd: Cmd<S>) -> bool {
         match cmd {
-            Cmd::Input(input) => {
-                let now = self.now();
-                self.replica.step(now, input);
-            }
+            Cmd::Input(input) => self.replica.step(now, input),
             Cmd::Status(tx) => {
                 let _ = tx.send(self.replica.status());
             }
@@ -271,12 +332,31 @@ impl<S: StateMachine, T: Transport> Core<S, T> {
         for out in self.replica.take_outputs() {
             match out {
                 Output::Call { to, kind, msg } => {
-                    let (transport, tx) = (self.transport.clone(), self.tx.clone());
+                    let (transport, tx, metrics) = (
+                        self.transport.clone(),
+                        self.tx.clone(),
+                        self.metrics.clone(),
+                    );
+                    let timed = match &msg.body {
+                        Body::Append(a) if !a.entries.is_empty() => {
+                            metrics.append_batch_entries.observe(a.entries.len() as f64);
+                            Some(Instant::now())
+                        }
+                        _ => None,
+                    };
                     tokio::spawn(async move {
                         let input = match transport.call(&to, msg).await {
-                            Ok(msg) => Input::Response { from: to, msg },
+                            Ok(msg) => {
+                                if let Some(t) = timed {
+                                    metrics
+                                        .replication_seconds
+                                        .observe(t.elapsed().as_secs_f64());
+                                }
+                                Input::Response { from: to, msg }
+                            }
                             Err(e) => {
                                 tracing::trace!(peer = %to, error = %e, "call failed");
+                                metrics.calls_failed.fetch_add(1, Ordering::Relaxed);
                                 Input::CallFailed { to, kind }
                             }
                         };
@@ -284,12 +364,34 @@ impl<S: StateMachine, T: Transport> Core<S, T> {
                     });
                 }
                 Output::Respond { reply, msg } => {
+                    match &msg.body {
+                        Body::WriteReply(Ok(_)) => self
+                            .metrics
+                            .writes_committed
+                            .fetch_add(1, Ordering::Relaxed),
+                        Body::WriteReply(Err(_)) => {
+                            self.metrics.writes_refused.fetch_add(1, Ordering::Relaxed)
+                        }
+                        _ => 0,
+                    };
                     let _ = reply.send(msg);
                 }
                 Output::Store { seq, op } => {
                     let _ = self.store_tx.send((seq, op));
                 }
-                Output::Event(ev) => log_event(&self.id, &ev),
+                Output::Event(ev) => {
+                    let counter = match &ev {
+                        Event::ElectionStarted { .. } => Some(&self.metrics.elections_started),
+                        Event::ElectionWon { .. } => Some(&self.metrics.elections_won),
+                        Event::SnapshotSent { .. } => Some(&self.metrics.snapshots_sent),
+                        Event::SnapshotInstalled { .. } => Some(&self.metrics.snapshots_installed),
+                        _ => None,
+                    };
+                    if let Some(c) = counter {
+                        c.fetch_add(1, Ordering::Relaxed);
+                    }
+                    log_event(&self.id, &ev);
+                }
             }
         }
     }
@@ -297,18 +399,25 @@ impl<S: StateMachine, T: Transport> Core<S, T> {
 
 fn log_event(node: &NodeId, ev: &Event) {
     match ev {
-        Event::RoleChanged { role, epoch, primary } => {
+        Event::RoleChanged {
+            role,
+            epoch,
+            primary,
+        } => {
             tracing::info!(%node, %role, epoch, primary = ?primary, "role changed")
         }
         Event::InSyncChanged { in_sync } => tracing::info!(%node, ?in_sync, "in-sync set changed"),
         Event::ElectionStarted { epoch } => tracing::info!(%node, epoch, "election started"),
+        Event::ElectionWon { epoch } => tracing::info!(%node, epoch, "election won"),
         Event::SnapshotSent { to, last } => {
             tracing::info!(%node, %to, index = last.index, "full copy sent")
         }
         Event::SnapshotInstalled { last } => {
             tracing::info!(%node, index = last.index, "full copy installed")
         }
-        Event::SnapshotTaken { last } => tracing::debug!(%node, index = last.index, "snapshot taken"),
+        Event::SnapshotTaken { last } => {
+            tracing::debug!(%node, index = last.index, "snapshot taken")
+        }
         Event::ServiceAdded { address } => tracing::info!(%node, %address, "service joined"),
         Event::ServiceRemoved { address } => tracing::info!(%node, %address, "service removed"),
         Event::SnapshotRejected { reason } => tracing::warn!(%node, %reason, "snapshot rejected"),
@@ -322,6 +431,7 @@ async fn run_store<S, L: LogStore>(
     mut store: L,
     mut rx: mpsc::UnboundedReceiver<(u64, StoreOp)>,
     tx: mpsc::UnboundedSender<Cmd<S>>,
+    metrics: Arc<NodeMetrics>,
 ) {
     while let Some((seq, op)) = rx.recv().await {
         let mut batch = vec![(seq, op)];
@@ -343,7 +453,12 @@ async fn run_store<S, L: LogStore>(
             last = *seq;
         }
         if result.is_ok() && needs_sync {
+            let started = Instant::now();
             result = store.sync().await;
+            metrics
+                .store_sync_seconds
+                .observe(started.elapsed().as_secs_f64());
+            metrics.store_ops_per_sync.observe(batch.len() as f64);
         }
         let cmd = match result {
             Ok(()) => Cmd::Input(Input::Persisted { seq: last }),

@@ -51,12 +51,18 @@ pub enum KvCommand {
 impl KvCommand {
     /// A `Put`.
     pub fn put(key: impl Into<String>, value: impl Into<String>) -> Self {
-        KvCommand::Put { key: key.into(), value: value.into() }
+        KvCommand::Put {
+            key: key.into(),
+            value: value.into(),
+        }
     }
 
     /// An `Append`.
     pub fn append(key: impl Into<String>, suffix: impl Into<String>) -> Self {
-        KvCommand::Append { key: key.into(), suffix: suffix.into() }
+        KvCommand::Append {
+            key: key.into(),
+            suffix: suffix.into(),
+        }
     }
 }
 
@@ -137,7 +143,11 @@ impl Cluster {
 
     /// Start `n` replicas with `config`; `seed` drives the network's faults and the jitter.
     pub async fn start_with(n: usize, config: Config, seed: u64) -> Self {
-        let cluster = Cluster { net: MemNetwork::new(seed), config, slots: Mutex::new(Vec::new()) };
+        let cluster = Cluster {
+            net: MemNetwork::new(seed),
+            config,
+            slots: Mutex::new(Vec::new()),
+        };
         for i in 0..n {
             cluster.add_replica_named(&format!("r{i}")).await;
         }
@@ -157,7 +167,11 @@ impl Cluster {
     pub async fn add_replica_named(&self, name: &str) -> NodeId {
         let id = NodeId::new(name);
         let store = MemLogStore::new();
-        self.slots().push(Slot { id: id.clone(), store, handle: None });
+        self.slots().push(Slot {
+            id: id.clone(),
+            store,
+            handle: None,
+        });
         self.boot(&id).await;
         id
     }
@@ -168,7 +182,11 @@ impl Cluster {
             let index = slots.iter().position(|s| s.id == *id).unwrap_or(0);
             (slots[index].store.clone(), index)
         };
-        let seeds = if index == 0 { Vec::new() } else { vec![NodeId::new("r0")] };
+        let seeds = if index == 0 {
+            Vec::new()
+        } else {
+            vec![NodeId::new("r0")]
+        };
         let opts = NodeOptions {
             id: id.clone(),
             config: self.config.clone(),
@@ -191,12 +209,19 @@ impl Cluster {
 
     /// The handle of a running replica.
     pub fn node(&self, id: &NodeId) -> Option<NodeHandle<KvMachine>> {
-        self.slots().iter().find(|s| s.id == *id).and_then(|s| s.handle.clone())
+        self.slots()
+            .iter()
+            .find(|s| s.id == *id)
+            .and_then(|s| s.handle.clone())
     }
 
     /// The store of a replica (running or not).
     pub fn store(&self, id: &NodeId) -> MemLogStore {
-        self.slots().iter().find(|s| s.id == *id).map(|s| s.store.clone()).unwrap_or_default()
+        self.slots()
+            .iter()
+            .find(|s| s.id == *id)
+            .map(|s| s.store.clone())
+            .unwrap_or_default()
     }
 
     /// Kill a replica like `kill -9`: its tasks stop mid-flight and whatever its store had not
@@ -219,7 +244,11 @@ impl Cluster {
 
     /// Status of every running replica.
     pub async fn statuses(&self) -> Vec<Status> {
-        let handles: Vec<_> = self.slots().iter().filter_map(|s| s.handle.clone()).collect();
+        let handles: Vec<_> = self
+            .slots()
+            .iter()
+            .filter_map(|s| s.handle.clone())
+            .collect();
         let mut out = Vec::new();
         for h in handles {
             if let Ok(s) = h.status().await {
@@ -241,7 +270,13 @@ impl Cluster {
 
     /// A front-end client named `name`, registered on the network so announcements reach it.
     pub fn client(&self, name: &str) -> Client<MemTransport> {
-        self.client_with(name, ClientConfig { generation: 1, ..ClientConfig::default() })
+        self.client_with(
+            name,
+            ClientConfig {
+                generation: 1,
+                ..ClientConfig::default()
+            },
+        )
     }
 
     /// A client with a custom configuration.
@@ -272,10 +307,17 @@ impl Cluster {
     /// applied everything the primary committed.
     pub async fn wait_in_sync(&self, n: usize) {
         self.wait_for(&format!("{n} replicas in sync"), |st| {
-            let Some(p) = st.iter().filter(|s| s.role == Role::Primary).max_by_key(|s| s.epoch) else {
+            let Some(p) = st
+                .iter()
+                .filter(|s| s.role == Role::Primary)
+                .max_by_key(|s| s.epoch)
+            else {
                 return false;
             };
-            p.in_sync.len() == n && st.iter().all(|s| s.applied.index >= p.commit && s.epoch == p.epoch)
+            p.in_sync.len() == n
+                && st
+                    .iter()
+                    .all(|s| s.applied.index >= p.commit && s.epoch == p.epoch)
         })
         .await;
     }
@@ -285,14 +327,20 @@ impl Cluster {
     pub async fn wait_converged(&self, min_index: u64) {
         self.wait_for("replicas converged", |st| {
             !st.is_empty()
-                && st.iter().all(|s| s.applied == st[0].applied && s.applied.index >= min_index)
+                && st
+                    .iter()
+                    .all(|s| s.applied == st[0].applied && s.applied.index >= min_index)
         })
         .await;
     }
 
     /// The applied state of every running replica.
     pub async fn states(&self) -> Vec<(NodeId, KvMachine)> {
-        let handles: Vec<_> = self.slots().iter().filter_map(|s| s.handle.clone()).collect();
+        let handles: Vec<_> = self
+            .slots()
+            .iter()
+            .filter_map(|s| s.handle.clone())
+            .collect();
         let mut out = Vec::new();
         for h in handles {
             if let Ok(m) = h.inspect(|m: &KvMachine| m.clone()).await {
@@ -306,7 +354,11 @@ impl Cluster {
 /// Run `fut` to completion on a current-thread runtime with paused time (for doctests and
 /// examples that are not themselves async).
 pub fn block_on_paused<F: Future>(fut: F) -> F::Output {
-    match tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build() {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+    {
         Ok(rt) => rt.block_on(fut),
         Err(e) => panic!("cannot build a tokio runtime: {e}"),
     }

@@ -18,8 +18,10 @@ async fn thousand_writes_sixteen_clients_converge() {
         tasks.push(tokio::spawn(async move {
             let mut last = String::new();
             for i in 0..n {
-                let out: Option<String> =
-                    client.write(&KvCommand::append(format!("k{c}"), format!("{i},"))).await.unwrap();
+                let out: Option<String> = client
+                    .write(&KvCommand::append(format!("k{c}"), format!("{i},")))
+                    .await
+                    .unwrap();
                 last = out.unwrap();
             }
             (c, n, last)
@@ -35,7 +37,13 @@ async fn thousand_writes_sixteen_clients_converge() {
     }
 
     // Phase: all replicas converge on the same log and state.
-    let primary_commit = cluster.statuses().await.iter().map(|s| s.commit).max().unwrap();
+    let primary_commit = cluster
+        .statuses()
+        .await
+        .iter()
+        .map(|s| s.commit)
+        .max()
+        .unwrap();
     cluster.wait_converged(primary_commit).await;
     let states = cluster.states().await;
     assert_eq!(states.len(), 3);
@@ -46,14 +54,164 @@ async fn thousand_writes_sixteen_clients_converge() {
         }
         assert_eq!(m, &states[0].1, "{id} state differs");
     }
-    let logs: Vec<_> = cluster.ids().iter().map(|id| cluster.store(id).durable_entries()).collect();
+    let logs: Vec<_> = cluster
+        .ids()
+        .iter()
+        .map(|id| cluster.store(id).durable_entries())
+        .collect();
     assert!(logs.iter().all(|l| *l == logs[0]), "durable logs identical");
     // Group commit: far fewer syncs than entries on the primary.
     let syncs = cluster.store(&NodeId::new("r0")).sync_count();
-    assert!(syncs < 1000, "expected batching, got {syncs} syncs for 1000 writes");
+    assert!(
+        syncs < 1000,
+        "expected batching, got {syncs} syncs for 1000 writes"
+    );
 
     // Phase: reads through a client see the writes.
     let reader = cluster.client("reader");
     let v: Option<String> = reader.read(&KvGet("k3".into())).await.unwrap();
     assert_eq!(v.as_deref(), Some(expected[3].1.as_str()));
+}
+
+/// A write retried with the same UUID — while in flight, after it committed, and to a different
+/// primary after failover — executes once and every attempt returns the first result.
+#[tokio::test(start_paused = true)]
+async fn retried_write_executes_once_everywhere() {
+    let cluster = Cluster::start(3).await;
+    cluster.wait_in_sync(3).await;
+    let id = uuid::Uuid::new_v4();
+    let cmd = KvCommand::append("k", "a");
+
+    // Phase: two attempts while the entry is in flight (secondaries' traffic held).
+    let r1 = NodeId::new("r1");
+    cluster.net.hold(&r1);
+    let (c1, c2) = (cluster.client("fe1"), cluster.client("fe2"));
+    let (cmd1, cmd2) = (cmd.clone(), cmd.clone());
+    let first = tokio::spawn(async move { c1.write_with_id::<_, Option<String>>(id, &cmd1).await });
+    let second =
+        tokio::spawn(async move { c2.write_with_id::<_, Option<String>>(id, &cmd2).await });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(
+        !first.is_finished() && !second.is_finished(),
+        "answered before r1 acknowledged"
+    );
+    cluster.net.release(&r1);
+    let a = first.await.unwrap().unwrap();
+    let b = second.await.unwrap().unwrap();
+    assert_eq!(a.as_deref(), Some("a"));
+    assert_eq!(a, b, "both attempts get the first result");
+
+    // Phase: after commit.
+    let c3 = cluster.client("fe3");
+    let again: Option<String> = c3.write_with_id(id, &cmd).await.unwrap();
+    assert_eq!(again, a);
+
+    // Phase: after failover to a new primary.
+    cluster
+        .wait_converged(cluster.statuses().await[0].commit)
+        .await;
+    cluster.crash(&NodeId::new("r0"));
+    let after: Option<String> = c3.write_with_id(id, &cmd).await.unwrap();
+    assert_eq!(after, a, "the new primary returns the first result");
+    let p = cluster.primary().await.unwrap();
+    assert_ne!(p, NodeId::new("r0"));
+    for (node, m) in cluster.states().await {
+        assert_eq!(
+            m.data.get("k").map(String::as_str),
+            Some("a"),
+            "{node} executed it more than once"
+        );
+    }
+}
+
+/// A secondary that missed 100 entries catches up from the suffix (no full copy).
+#[tokio::test(start_paused = true)]
+async fn lagging_secondary_catches_up_from_the_suffix() {
+    let cluster = Cluster::start(3).await;
+    cluster.wait_in_sync(3).await;
+    let r2 = NodeId::new("r2");
+    cluster.crash(&r2);
+    let client = cluster.client("fe");
+    for i in 0..100 {
+        let _: Option<String> = client
+            .write(&KvCommand::put(format!("k{i}"), "v"))
+            .await
+            .unwrap();
+    }
+    cluster.restart(&r2).await;
+    cluster.wait_in_sync(3).await;
+    let st = cluster.statuses().await;
+    let commit = st.iter().map(|s| s.commit).max().unwrap();
+    cluster.wait_converged(commit).await;
+    let st = cluster.statuses().await;
+    assert!(
+        st.iter()
+            .all(|s| s.snapshots_sent == 0 && s.snapshots_installed == 0),
+        "no full copy: {st:#?}"
+    );
+    let states = cluster.states().await;
+    assert!(states.iter().all(|(_, m)| m == &states[0].1));
+    let logs: Vec<_> = cluster
+        .ids()
+        .iter()
+        .map(|id| cluster.store(id).durable_entries())
+        .collect();
+    assert_eq!(
+        logs[2], logs[0],
+        "r2's log equals the primary's, entry for entry"
+    );
+}
+
+/// No write is acknowledged before every in-sync secondary has it: with one secondary's traffic
+/// held, the client waits — until the traffic is released, or until that secondary is dropped
+/// from the in-sync set after the ack timeout.
+#[tokio::test(start_paused = true)]
+async fn no_ack_before_every_in_sync_secondary_has_it() {
+    let cluster = Cluster::start(3).await;
+    cluster.wait_in_sync(3).await;
+    let r2 = NodeId::new("r2");
+    let client = cluster.client("fe");
+
+    // Phase: held, then released before the ack timeout → answered, r2 still in sync.
+    cluster.net.hold(&r2);
+    let c = client.clone();
+    let w = tokio::spawn(async move {
+        c.write::<_, Option<String>>(&KvCommand::put("a", "1"))
+            .await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(
+        cluster.config.ack_timeout_ms / 2,
+    ))
+    .await;
+    assert!(!w.is_finished(), "acknowledged while r2 did not have it");
+    cluster.net.release(&r2);
+    w.await.unwrap().unwrap();
+    let p = cluster
+        .statuses()
+        .await
+        .into_iter()
+        .find(|s| s.role == replica_core::Role::Primary)
+        .unwrap();
+    assert!(p.in_sync.contains(&r2));
+
+    // Phase: held for good → answered only after r2 leaves the in-sync set.
+    cluster.net.hold(&r2);
+    let started = tokio::time::Instant::now();
+    let _: Option<String> = client.write(&KvCommand::put("b", "2")).await.unwrap();
+    assert!(
+        started.elapsed().as_millis() as u64
+            >= cluster.config.ack_timeout_ms - cluster.config.heartbeat_interval_ms
+    );
+    let p = cluster
+        .statuses()
+        .await
+        .into_iter()
+        .find(|s| s.role == replica_core::Role::Primary)
+        .unwrap();
+    assert!(
+        !p.in_sync.contains(&r2),
+        "r2 was dropped before the write was acknowledged"
+    );
+    cluster.net.release(&r2);
+    cluster.wait_in_sync(3).await;
 }

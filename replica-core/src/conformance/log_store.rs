@@ -73,11 +73,8 @@ fn entries(range: std::ops::RangeInclusive<LogIndex>, epoch: u64, tag: u8) -> Ve
 }
 
 fn snapshot(last_index: LogIndex, epoch: u64, tag: u8) -> Snapshot {
-    let last = LogPos {
-        index: last_index,
-        epoch,
-        lamport: last_index * 4 + u64::from(tag),
-    };
+    // The position of the entry this history wrote at `last_index`, id included.
+    let last: LogPos = entry(last_index, epoch, tag).pos();
     Snapshot {
         last,
         config: ClusterConfig {

@@ -8,4 +8,4 @@ mod log_store;
 mod transport;
 
 pub use log_store::log_store_suite;
-pub use transport::transport_suite;
+pub use transport::{transport_suite, TransportHarness};

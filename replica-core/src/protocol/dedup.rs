@@ -10,15 +10,22 @@ use uuid::Uuid;
 
 use crate::types::DedupRecord;
 
-/// Hashes UUIDs by mixing their bytes with one multiply per word. Request ids are random v4
-/// UUIDs chosen by authenticated front ends, so SipHash's flooding resistance buys nothing here
-/// and costs a measurable share of the write path.
+/// Hashes UUIDs: one multiply per word, then the murmur3 64-bit finalizer so that every input
+/// bit reaches the low bits hashbrown indexes by. Request ids come from authenticated front ends,
+/// so SipHash's flooding resistance buys little here and costs a measurable share of the write
+/// path. The finalizer matters: ids need not be random (v7 time-ordered ids, counters), and
+/// without it structured ids collide in the same buckets and every lookup turns linear.
 #[derive(Default)]
 pub(crate) struct IdHasher(u64);
 
 impl Hasher for IdHasher {
     fn finish(&self) -> u64 {
-        self.0
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
     }
 
     fn write(&mut self, bytes: &[u8]) {
@@ -48,7 +55,11 @@ pub(crate) struct DedupTable {
 
 impl DedupTable {
     pub(crate) fn new(max: usize) -> Self {
-        DedupTable { map: IdMap::default(), order: VecDeque::new(), max }
+        DedupTable {
+            map: IdMap::default(),
+            order: VecDeque::new(),
+            max,
+        }
     }
 
     pub(crate) fn get(&self, id: &Uuid) -> Option<&DedupRecord> {
@@ -72,7 +83,10 @@ impl DedupTable {
 
     /// The whole table, oldest first, for a snapshot.
     pub(crate) fn to_vec(&self) -> Vec<DedupRecord> {
-        self.order.iter().filter_map(|id| self.map.get(id).cloned()).collect()
+        self.order
+            .iter()
+            .filter_map(|id| self.map.get(id).cloned())
+            .collect()
     }
 
     /// Replace the table with a snapshot's.
@@ -103,6 +117,27 @@ mod tests {
         }
     }
 
+    /// Sequential and time-ordered ids must spread over the low bits (what hashbrown indexes by);
+    /// a hasher that only propagates bits upward puts them all in one bucket.
+    #[test]
+    fn structured_ids_spread_over_buckets() {
+        use std::collections::HashSet;
+        use std::hash::BuildHasher;
+        let build = BuildHasherDefault::<IdHasher>::default();
+        for make in [
+            |n: u64| Uuid::from_u64_pair(1, n),
+            |n: u64| Uuid::from_u64_pair(n, 0),
+        ] {
+            let buckets: HashSet<u64> =
+                (0..4096).map(|n| build.hash_one(make(n)) & 0xfff).collect();
+            assert!(
+                buckets.len() > 2000,
+                "only {} of 4096 low-bit buckets used",
+                buckets.len()
+            );
+        }
+    }
+
     #[test]
     fn keeps_first_result_and_evicts_oldest() {
         let mut t = DedupTable::new(3);
@@ -110,12 +145,19 @@ mod tests {
         let mut again = rec(1);
         again.output = Bytes::from_static(b"other");
         t.insert(again);
-        assert_eq!(t.get(&Uuid::from_u128(1)), Some(&rec(1)), "first result wins");
+        assert_eq!(
+            t.get(&Uuid::from_u128(1)),
+            Some(&rec(1)),
+            "first result wins"
+        );
         for n in 2..=4 {
             t.insert(rec(n));
         }
         assert_eq!(t.len(), 3);
-        assert!(t.get(&Uuid::from_u128(1)).is_none(), "oldest evicted past the bound");
+        assert!(
+            t.get(&Uuid::from_u128(1)).is_none(),
+            "oldest evicted past the bound"
+        );
         assert_eq!(t.to_vec(), vec![rec(2), rec(3), rec(4)]);
         let mut u = DedupTable::new(3);
         u.restore(t.to_vec());

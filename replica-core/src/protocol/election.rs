@@ -27,6 +27,10 @@ use crate::state_machine::StateMachine;
 use crate::types::{Epoch, NodeId, Role};
 
 /// One election round, as the candidate sees it.
+///
+/// A replica counts as dead only if it stays silent for the whole round, although it is asked
+/// again at every tick: one lost query or reply must not make a live replica look dead, or two
+/// candidates could each think they are alone and both take office.
 #[derive(Debug)]
 pub(super) struct Election {
     /// When to stop waiting (for answers, or for the announcement).
@@ -37,13 +41,19 @@ pub(super) struct Election {
     asked: BTreeSet<NodeId>,
     /// Their answers, with the epoch each answered in.
     replies: BTreeMap<NodeId, (Epoch, ElectionReply)>,
-    /// Replicas whose query failed in transport.
-    failed: BTreeSet<NodeId>,
 }
 
 impl Election {
     fn complete(&self) -> bool {
-        self.asked.iter().all(|id| self.replies.contains_key(id) || self.failed.contains(id))
+        self.asked.iter().all(|id| self.replies.contains_key(id))
+    }
+
+    fn silent(&self) -> Vec<NodeId> {
+        self.asked
+            .iter()
+            .filter(|id| !self.replies.contains_key(*id))
+            .cloned()
+            .collect()
     }
 }
 
@@ -53,7 +63,7 @@ impl<S: StateMachine, R> Replica<S, R> {
         self.now + self.cfg.election_wait_ms + jitter
     }
 
-    /// Start a round: become a candidate and ask every known replica once.
+    /// Start a round: become a candidate and ask every known replica.
     pub(super) fn start_election(&mut self) {
         let asked = self.known_replicas();
         let deadline = self.election_deadline();
@@ -65,12 +75,17 @@ impl<S: StateMachine, R> Replica<S, R> {
             waiting: false,
             asked: asked.clone(),
             replies: BTreeMap::new(),
-            failed: BTreeSet::new(),
         });
         if was != Role::Candidate {
-            self.event(Event::RoleChanged { role: Role::Candidate, epoch: self.hard.epoch, primary: None });
+            self.event(Event::RoleChanged {
+                role: Role::Candidate,
+                epoch: self.hard.epoch,
+                primary: None,
+            });
         }
-        self.event(Event::ElectionStarted { epoch: self.hard.epoch });
+        self.event(Event::ElectionStarted {
+            epoch: self.hard.epoch,
+        });
         let rank = self.rank();
         for to in asked {
             self.call(to, Body::ElectionQuery(rank.clone()));
@@ -96,7 +111,7 @@ impl<S: StateMachine, R> Replica<S, R> {
         let answer = ElectionReply {
             rank: self.rank(),
             in_sync: self.config.in_sync.contains(&self.id),
-            confirmed: self.confirmed,
+            confirmed: self.confirmed && self.lease_valid(),
             primary: live_primary.clone(),
             config_in_sync: self.config.in_sync.iter().cloned().collect(),
             last: self.log.last(),
@@ -114,7 +129,9 @@ impl<S: StateMachine, R> Replica<S, R> {
         if self.role != Role::Candidate {
             return;
         }
-        let Some(el) = self.election.as_mut() else { return };
+        let Some(el) = self.election.as_mut() else {
+            return;
+        };
         if !el.asked.contains(&from) || el.waiting {
             return;
         }
@@ -124,36 +141,36 @@ impl<S: StateMachine, R> Replica<S, R> {
         }
     }
 
-    pub(super) fn on_election_query_failed(&mut self, to: &NodeId) {
-        let Some(el) = self.election.as_mut() else { return };
-        if el.waiting {
-            return;
-        }
-        el.failed.insert(to.clone());
-        if self.role == Role::Candidate && el.complete() {
-            self.decide();
-        }
-    }
+    /// A query failed in transport: it is asked again at the next tick, until the deadline.
+    pub(super) fn on_election_query_failed(&mut self, _to: &NodeId) {}
 
     pub(super) fn election_tick(&mut self) {
         let Some(el) = self.election.as_ref() else {
             self.start_election();
             return;
         };
-        if self.now < el.deadline {
+        if self.now >= el.deadline {
+            if el.waiting {
+                // The announcement never came: new round.
+                self.start_election();
+            } else {
+                self.decide();
+            }
             return;
         }
-        if el.waiting {
-            // The announcement never came: new round.
-            self.start_election();
-        } else {
-            self.decide();
+        if !el.waiting {
+            let rank = self.rank();
+            for to in el.silent() {
+                self.call(to, Body::ElectionQuery(rank.clone()));
+            }
         }
     }
 
     /// All answers are in (or the round timed out): follow, wait, or win.
     fn decide(&mut self) {
-        let Some(el) = self.election.as_ref() else { return };
+        let Some(el) = self.election.as_ref() else {
+            return;
+        };
         let me = self.rank();
         // Someone still hears a primary: follow it, and give it a failure timeout to reach us.
         let live = el
@@ -166,17 +183,25 @@ impl<S: StateMachine, R> Replica<S, R> {
         }
         let in_sync = self.config.in_sync.contains(&self.id);
         let may_win = if self.eligible() {
-            !el.replies.values().any(|(_, r)| r.in_sync && r.confirmed && r.rank > me)
+            !el.replies
+                .values()
+                .any(|(_, r)| r.in_sync && r.confirmed && r.rank > me)
         } else if in_sync {
             // Restarted: win only if no one can do better and we heard from every member of
             // every in-sync set we know of.
-            let someone_better =
-                el.replies.values().any(|(_, r)| r.in_sync && (r.confirmed || r.rank > me));
+            let someone_better = el
+                .replies
+                .values()
+                .any(|(_, r)| r.in_sync && (r.confirmed || r.rank > me));
             let members: BTreeSet<&NodeId> = self
                 .config
                 .in_sync
                 .iter()
-                .chain(el.replies.values().flat_map(|(_, r)| r.config_in_sync.iter()))
+                .chain(
+                    el.replies
+                        .values()
+                        .flat_map(|(_, r)| r.config_in_sync.iter()),
+                )
                 .filter(|m| **m != self.id)
                 .collect();
             let heard_all = members.iter().all(|m| el.replies.contains_key(*m));
@@ -185,7 +210,14 @@ impl<S: StateMachine, R> Replica<S, R> {
             false
         };
         if may_win {
-            let epoch = el.replies.values().map(|(e, _)| *e).max().unwrap_or(0).max(self.hard.epoch) + 1;
+            let epoch = el
+                .replies
+                .values()
+                .map(|(e, _)| *e)
+                .max()
+                .unwrap_or(0)
+                .max(self.hard.epoch)
+                + 1;
             let in_sync: BTreeSet<NodeId> = el
                 .replies
                 .iter()
@@ -194,6 +226,7 @@ impl<S: StateMachine, R> Replica<S, R> {
                 .collect();
             tracing::info!(epoch, ?in_sync, "won the election");
             self.stats.elections_won += 1;
+            self.event(Event::ElectionWon { epoch });
             self.take_office(epoch, in_sync);
         } else {
             let deadline = self.election_deadline();
@@ -211,9 +244,17 @@ impl<S: StateMachine, R> Replica<S, R> {
         }
         if epoch > self.hard.epoch {
             self.adopt_epoch(epoch, Some(from));
-        } else if self.role != Role::Primary {
+        } else if self.role == Role::Primary
+            || self.epoch_primary.as_ref().is_some_and(|p| *p != from)
+        {
+            tracing::error!(other = %from, epoch, "announcement of a second primary for our epoch; refused");
+            self.respond(reply, Body::StaleEpoch);
+            return;
+        } else {
+            self.epoch_primary = Some(from.clone());
             self.become_secondary(Some(from));
         }
+        self.primary_contact = self.now;
         self.respond(reply, Body::Ack);
     }
 }

@@ -19,7 +19,10 @@ impl Log {
     /// from the first one that does not continue the log on are dropped; the count is returned
     /// (a non-zero count after recovery means the store broke its contiguity contract).
     pub(crate) fn from_parts(base: LogPos, entries: Vec<Entry>) -> (Log, usize) {
-        let mut log = Log { base, entries: VecDeque::with_capacity(entries.len()) };
+        let mut log = Log {
+            base,
+            entries: VecDeque::with_capacity(entries.len()),
+        };
         let total = entries.len();
         for e in entries {
             if e.index != log.last().index + 1 {
@@ -60,7 +63,10 @@ impl Log {
     pub(crate) fn push(&mut self, entry: Entry) {
         let last = self.last();
         assert_eq!(entry.index, last.index + 1, "log append must be contiguous");
-        assert!(entry.lamport > last.lamport || last.index == 0, "lamport must increase");
+        assert!(
+            entry.lamport > last.lamport || last.index == 0,
+            "lamport must increase"
+        );
         self.entries.push_back(entry);
     }
 
@@ -69,8 +75,12 @@ impl Log {
     pub(crate) fn slice(&self, from: LogIndex, max_entries: usize, max_bytes: usize) -> Vec<Entry> {
         let mut out = Vec::new();
         let mut bytes = 0;
-        let Some(offset) = from.checked_sub(self.base.index + 1) else { return out };
-        let Ok(offset) = usize::try_from(offset) else { return out };
+        let Some(offset) = from.checked_sub(self.base.index + 1) else {
+            return out;
+        };
+        let Ok(offset) = usize::try_from(offset) else {
+            return out;
+        };
         for e in self.entries.iter().skip(offset).take(max_entries) {
             let size = e.size_hint();
             if !out.is_empty() && bytes + size > max_bytes {
@@ -136,7 +146,13 @@ mod tests {
         assert_eq!(log.pos_at(0), Some(LogPos::ZERO));
         assert_eq!(log.pos_at(3), Some(e(3, 1).pos()));
         assert_eq!(log.pos_at(6), None);
-        assert_eq!(log.slice(2, 2, usize::MAX).iter().map(|e| e.index).collect::<Vec<_>>(), [2, 3]);
+        assert_eq!(
+            log.slice(2, 2, usize::MAX)
+                .iter()
+                .map(|e| e.index)
+                .collect::<Vec<_>>(),
+            [2, 3]
+        );
         // Byte bound: each entry is 58 bytes by size_hint; 100 bytes fit one, but never zero.
         assert_eq!(log.slice(2, 10, 100).len(), 1);
         assert_eq!(log.slice(2, 10, 1).len(), 1);
@@ -144,8 +160,15 @@ mod tests {
         assert_eq!(log.base(), e(3, 1).pos());
         assert_eq!(log.pos_at(2), None);
         assert_eq!(log.pos_at(3), Some(e(3, 1).pos()));
-        assert_eq!(log.slice(2, 10, usize::MAX).len(), 0, "compacted range cannot be sliced");
-        assert_eq!(log.iter_after(3).map(|e| e.index).collect::<Vec<_>>(), [4, 5]);
+        assert_eq!(
+            log.slice(2, 10, usize::MAX).len(),
+            0,
+            "compacted range cannot be sliced"
+        );
+        assert_eq!(
+            log.iter_after(3).map(|e| e.index).collect::<Vec<_>>(),
+            [4, 5]
+        );
         log.push(e(6, 2));
         assert_eq!(log.last().index, 6);
     }

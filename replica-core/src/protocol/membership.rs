@@ -1,4 +1,4 @@
-//! The gossiped service list (DESIGN.md §2.5): replicas and front ends, merged by
+//! The gossiped service list: replicas and front ends, merged by
 //! `(generation, heartbeat)`, suspected when their heartbeat stalls, removed after the suspicion
 //! timeout.
 //!
@@ -43,7 +43,13 @@ fn version(e: &ServiceEntry) -> (u64, u64) {
 impl Services {
     pub(crate) fn new(me: NodeId, kind: ServiceKind, generation: u64) -> Self {
         Services {
-            me: ServiceEntry { kind, address: me, primary: false, generation, heartbeat: 0 },
+            me: ServiceEntry {
+                kind,
+                address: me,
+                primary: false,
+                generation,
+                heartbeat: 0,
+            },
             others: BTreeMap::new(),
             tombstones: HashMap::new(),
         }
@@ -62,7 +68,13 @@ impl Services {
             generation: 0,
             heartbeat: 0,
         };
-        self.others.insert(id, Member { entry, seen_ms: now });
+        self.others.insert(
+            id,
+            Member {
+                entry,
+                seen_ms: now,
+            },
+        );
     }
 
     /// Advance our own heartbeat: we are alive.
@@ -86,7 +98,13 @@ impl Services {
             match self.others.get_mut(&e.address) {
                 None => {
                     out.added.push(e.address.clone());
-                    self.others.insert(e.address.clone(), Member { entry: e.clone(), seen_ms: now });
+                    self.others.insert(
+                        e.address.clone(),
+                        Member {
+                            entry: e.clone(),
+                            seen_ms: now,
+                        },
+                    );
                 }
                 Some(m) if version(e) > version(&m.entry) => {
                     if e.generation > m.entry.generation && m.entry.generation > 0 {
@@ -117,39 +135,52 @@ impl Services {
             }
         }
         // Tombstones only need to outlive gossip still in flight about the dead service.
-        self.tombstones.retain(|_, (_, at)| now.saturating_sub(*at) < 10 * timeout_ms.max(1));
+        self.tombstones
+            .retain(|_, (_, at)| now.saturating_sub(*at) < 10 * timeout_ms.max(1));
         removed
     }
 
     /// Whether `id` has been silent for at least `after_ms`.
     pub(crate) fn is_suspected(&self, id: &NodeId, now: u64, after_ms: u64) -> bool {
-        self.others.get(id).is_some_and(|m| now.saturating_sub(m.seen_ms) >= after_ms)
+        self.others
+            .get(id)
+            .is_some_and(|m| now.saturating_sub(m.seen_ms) >= after_ms)
+    }
+
+    /// Services silent for at least `after_ms`: suspected, not yet removed.
+    pub(crate) fn suspected(&self, now: u64, after_ms: u64) -> Vec<NodeId> {
+        self.others
+            .keys()
+            .filter(|id| self.is_suspected(id, now, after_ms))
+            .cloned()
+            .collect()
     }
 
     /// The list as we show it, ourselves included, with `primary` marking our belief.
     pub(crate) fn to_vec(&self, primary: Option<&NodeId>) -> Vec<ServiceEntry> {
         std::iter::once(&self.me)
             .chain(self.others.values().map(|m| &m.entry))
-            .map(|e| ServiceEntry { primary: Some(&e.address) == primary, ..e.clone() })
+            .map(|e| ServiceEntry {
+                primary: Some(&e.address) == primary,
+                ..e.clone()
+            })
             .collect()
     }
 
     /// Other replicas in the list.
     pub(crate) fn replicas(&self) -> impl Iterator<Item = &NodeId> {
-        self.others.values().filter(|m| m.entry.kind == ServiceKind::Replica).map(|m| &m.entry.address)
+        self.others
+            .values()
+            .filter(|m| m.entry.kind == ServiceKind::Replica)
+            .map(|m| &m.entry.address)
     }
 
     /// Front ends in the list.
     pub(crate) fn frontends(&self) -> impl Iterator<Item = &NodeId> {
-        self.others.values().filter(|m| m.entry.kind == ServiceKind::Frontend).map(|m| &m.entry.address)
-    }
-
-    pub(crate) fn contains(&self, id: &NodeId) -> bool {
-        self.others.contains_key(id)
-    }
-
-    pub(crate) fn generation(&self) -> u64 {
-        self.me.generation
+        self.others
+            .values()
+            .filter(|m| m.entry.kind == ServiceKind::Frontend)
+            .map(|m| &m.entry.address)
     }
 }
 
@@ -175,7 +206,11 @@ mod tests {
         s.merge(10, &[entry("b", 1, 3)]);
         assert_eq!(s.to_vec(None)[1].heartbeat, 5, "older heartbeat ignored");
         let out = s.merge(20, &[entry("b", 2, 0)]);
-        assert_eq!(out.restarted, vec![NodeId::new("b")], "higher generation is a restart");
+        assert_eq!(
+            out.restarted,
+            vec![NodeId::new("b")],
+            "higher generation is a restart"
+        );
     }
 
     #[test]
@@ -186,11 +221,17 @@ mod tests {
         assert!(s.is_suspected(&NodeId::new("b"), 1000, 1000));
         assert!(s.expire(1999, 2000).is_empty());
         assert_eq!(s.expire(2000, 2000).len(), 1);
-        assert!(!s.contains(&NodeId::new("b")));
+        assert!(!s.to_vec(None).iter().any(|e| e.address == NodeId::new("b")));
         s.merge(2100, &[entry("b", 1, 5)]);
-        assert!(!s.contains(&NodeId::new("b")), "stale gossip does not resurrect");
+        assert!(
+            !s.to_vec(None).iter().any(|e| e.address == NodeId::new("b")),
+            "stale gossip does not resurrect"
+        );
         s.merge(2200, &[entry("b", 2, 1)]);
-        assert!(s.contains(&NodeId::new("b")), "a restarted process is admitted");
+        assert!(
+            s.to_vec(None).iter().any(|e| e.address == NodeId::new("b")),
+            "a restarted process is admitted"
+        );
     }
 
     #[test]

@@ -21,8 +21,8 @@ pub(super) struct Follower {
     in_flight: bool,
     /// When the outstanding message was sent.
     sent_at: u64,
-    /// When anything was last sent (heartbeat pacing).
-    last_sent: u64,
+    /// When anything was last sent (heartbeat pacing); `None`: never, so probe at once.
+    last_sent: Option<u64>,
     /// When the secondary last acknowledged successfully.
     pub(super) last_ack: u64,
     /// Its log diverged from ours (or needs what we compacted): send a full copy.
@@ -38,7 +38,7 @@ impl Follower {
             matched: 0,
             in_flight: false,
             sent_at: 0,
-            last_sent: 0,
+            last_sent: None,
             last_ack: now,
             needs_snapshot: false,
             backoff_until: 0,
@@ -65,14 +65,19 @@ impl<S: StateMachine, R> Replica<S, R> {
         debug_assert!(epoch > self.hard.epoch, "a new primary needs a new epoch");
         self.hard.epoch = epoch;
         self.save_hard_state();
+        self.epoch_persist_seq = self.store_seq;
         self.role = super::Role::Primary;
         self.primary = Some(self.id.clone());
+        self.epoch_primary = Some(self.id.clone());
         self.confirmed = true;
         self.election = None;
         let last = self.log.last().index;
         let now = self.now;
-        self.followers =
-            self.known_replicas().into_iter().map(|id| (id, Follower::new(last, now))).collect();
+        self.followers = self
+            .known_replicas()
+            .into_iter()
+            .map(|id| (id, Follower::new(last, now)))
+            .collect();
         // Entries we hold but have not applied may be retried by their clients: let the retries
         // join them instead of executing twice.
         self.pending_ids = self
@@ -89,8 +94,11 @@ impl<S: StateMachine, R> Replica<S, R> {
             primary: self.primary.clone(),
         });
         // The seed's POST /election: tell replicas and front ends who leads now.
-        let targets: Vec<NodeId> =
-            self.known_replicas().into_iter().chain(self.services.frontends().cloned()).collect();
+        let targets: Vec<NodeId> = self
+            .known_replicas()
+            .into_iter()
+            .chain(self.services.frontends().cloned())
+            .collect();
         for to in targets {
             self.call(to, Body::Announce);
         }
@@ -106,7 +114,10 @@ impl<S: StateMachine, R> Replica<S, R> {
             .chain(self.late_waiters.drain(..).map(|(_, r)| r))
             .collect();
         for reply in waiting {
-            self.respond(reply, Body::WriteReply(Err(WriteError::NotPrimary { hint: hint.clone() })));
+            self.respond(
+                reply,
+                Body::WriteReply(Err(WriteError::NotPrimary { hint: hint.clone() })),
+            );
         }
         self.followers.clear();
         self.pending_ids.clear();
@@ -114,7 +125,10 @@ impl<S: StateMachine, R> Replica<S, R> {
 
     /// Append a configuration entry with the given in-sync set.
     fn append_config(&mut self, in_sync: BTreeSet<NodeId>) {
-        let config = ClusterConfig { primary: Some(self.id.clone()), in_sync };
+        let config = ClusterConfig {
+            primary: Some(self.id.clone()),
+            in_sync,
+        };
         let entry = Entry {
             index: self.log.last().index + 1,
             lamport: self.stamp(),
@@ -122,6 +136,7 @@ impl<S: StateMachine, R> Replica<S, R> {
             id: config_id(&mut self.rng),
             payload: Payload::Config(config),
         };
+        self.unsynced_config = Some(entry.index);
         self.append_local(entry);
     }
 
@@ -130,7 +145,10 @@ impl<S: StateMachine, R> Replica<S, R> {
     pub(super) fn on_write(&mut self, reply: R, w: WriteRequest) {
         if self.role != Role::Primary {
             let hint = self.primary.clone();
-            self.respond(reply, Body::WriteReply(Err(WriteError::NotPrimary { hint })));
+            self.respond(
+                reply,
+                Body::WriteReply(Err(WriteError::NotPrimary { hint })),
+            );
             return;
         }
         // Already applied: return the first result.
@@ -171,7 +189,9 @@ impl<S: StateMachine, R> Replica<S, R> {
             if index > rec.index {
                 break;
             }
-            let Some((index, reply)) = self.waiters.pop_front() else { break };
+            let Some((index, reply)) = self.waiters.pop_front() else {
+                break;
+            };
             let body = if index == rec.index {
                 Body::WriteReply(Ok(written(rec)))
             } else {
@@ -182,8 +202,10 @@ impl<S: StateMachine, R> Replica<S, R> {
             self.outputs.push(Output::Respond { reply, msg });
         }
         if !self.late_waiters.is_empty() {
-            let (now, later): (Vec<_>, Vec<_>) =
-                self.late_waiters.drain(..).partition(|(i, _)| *i <= rec.index);
+            let (now, later): (Vec<_>, Vec<_>) = self
+                .late_waiters
+                .drain(..)
+                .partition(|(i, _)| *i <= rec.index);
             self.late_waiters = later;
             for (index, reply) in now {
                 let body = if index == rec.index {
@@ -212,17 +234,41 @@ impl<S: StateMachine, R> Replica<S, R> {
     pub(super) fn replicate(&mut self) {
         let now = self.now;
         let resend_after = (self.cfg.ack_timeout_ms / 4).max(2 * self.cfg.heartbeat_interval_ms);
+        // A configuration entry goes out only once it is durable here (a crash must not leave
+        // secondaries with a configuration their primary forgot); entries after it wait too.
+        if self
+            .unsynced_config
+            .is_some_and(|c| c <= self.durable_index)
+        {
+            self.unsynced_config = None;
+        }
+        let send_limit = match self.unsynced_config {
+            Some(c) => c - 1,
+            None => self.log.last().index,
+        };
         let last = self.log.last();
         let base = self.log.base();
         let mut snapshot_for: Vec<NodeId> = Vec::new();
-        let Replica { followers, log, outputs, cfg, id, hard, clock, .. } = self;
+        let Replica {
+            followers,
+            log,
+            outputs,
+            cfg,
+            id,
+            hard,
+            clock,
+            ..
+        } = self;
         for (to, f) in followers.iter_mut() {
-            if f.backoff_until > now || (f.in_flight && now.saturating_sub(f.sent_at) < resend_after)
+            if f.backoff_until > now
+                || (f.in_flight && now.saturating_sub(f.sent_at) < resend_after)
             {
                 continue;
             }
-            let has_entries = f.next <= last.index;
-            let heartbeat_due = now.saturating_sub(f.last_sent) >= cfg.heartbeat_interval_ms;
+            let has_entries = f.next <= send_limit;
+            let heartbeat_due = f
+                .last_sent
+                .is_none_or(|t| now.saturating_sub(t) >= cfg.heartbeat_interval_ms);
             if !has_entries && !heartbeat_due && !f.needs_snapshot {
                 continue;
             }
@@ -235,13 +281,32 @@ impl<S: StateMachine, R> Replica<S, R> {
                 f.next = last.index + 1;
                 continue;
             };
-            let entries = log.slice(f.next, cfg.batch_entries_max, cfg.batch_bytes_max);
-            let append = Append { prev, entries, commit: hard.commit };
-            let msg = Message { from: id.clone(), epoch: hard.epoch, clock: *clock, body: Body::Append(append) };
-            outputs.push(Output::Call { to: to.clone(), kind: super::CallKind::Append, msg });
+            let sendable =
+                usize::try_from(send_limit + 1 - f.next.min(send_limit + 1)).unwrap_or(usize::MAX);
+            let entries = log.slice(
+                f.next,
+                cfg.batch_entries_max.min(sendable),
+                cfg.batch_bytes_max,
+            );
+            let append = Append {
+                prev,
+                entries,
+                commit: hard.commit,
+            };
+            let msg = Message {
+                from: id.clone(),
+                epoch: hard.epoch,
+                clock: *clock,
+                body: Body::Append(append),
+            };
+            outputs.push(Output::Call {
+                to: to.clone(),
+                kind: super::CallKind::Append,
+                msg,
+            });
             f.in_flight = true;
             f.sent_at = now;
-            f.last_sent = now;
+            f.last_sent = Some(now);
         }
         if !snapshot_for.is_empty() {
             let snapshot = Box::new(self.make_snapshot());
@@ -249,12 +314,15 @@ impl<S: StateMachine, R> Replica<S, R> {
                 if let Some(f) = self.followers.get_mut(&to) {
                     f.in_flight = true;
                     f.sent_at = now;
-                    f.last_sent = now;
+                    f.last_sent = Some(now);
                     f.needs_snapshot = false;
                     f.next = snapshot.last.index + 1;
                 }
                 self.stats.snapshots_sent += 1;
-                self.event(Event::SnapshotSent { to: to.clone(), last: snapshot.last });
+                self.event(Event::SnapshotSent {
+                    to: to.clone(),
+                    last: snapshot.last,
+                });
                 self.call(to, Body::InstallSnapshot(snapshot.clone()));
             }
         }
@@ -267,7 +335,9 @@ impl<S: StateMachine, R> Replica<S, R> {
         let now = self.now;
         let last_index = self.log.last().index;
         let base_index = self.log.base().index;
-        let Some(f) = self.followers.get_mut(&from) else { return };
+        let Some(f) = self.followers.get_mut(&from) else {
+            return;
+        };
         f.in_flight = false;
         match reply {
             AppendReply::Ok { matched, last } => {
@@ -317,6 +387,10 @@ impl<S: StateMachine, R> Replica<S, R> {
         }
         let mut commit = self.durable_index.min(self.log.last().index);
         for m in self.config.in_sync.iter().filter(|m| **m != self.id) {
+            #[cfg(feature = "bug-injection")]
+            if crate::bug_injection::active(crate::bug_injection::Bug::AckBeforeReplication) {
+                break;
+            }
             commit = commit.min(self.followers.get(m).map_or(0, |f| f.matched));
         }
         if commit > self.hard.commit {
@@ -331,7 +405,9 @@ impl<S: StateMachine, R> Replica<S, R> {
         let known = self.known_replicas();
         let last = self.log.last().index;
         for id in &known {
-            self.followers.entry(id.clone()).or_insert_with(|| Follower::new(last, now));
+            self.followers
+                .entry(id.clone())
+                .or_insert_with(|| Follower::new(last, now));
         }
         self.followers.retain(|id, _| known.contains(id));
         // Drop in-sync secondaries that stopped acknowledging.
@@ -341,12 +417,25 @@ impl<S: StateMachine, R> Replica<S, R> {
             .in_sync
             .iter()
             .filter(|m| **m != self.id)
-            .filter(|m| self.followers.get(*m).is_none_or(|f| now.saturating_sub(f.last_ack) >= ack_timeout))
+            .filter(|m| {
+                self.followers
+                    .get(*m)
+                    .is_none_or(|f| now.saturating_sub(f.last_ack) >= ack_timeout)
+            })
             .cloned()
             .collect();
         if !dropped.is_empty() {
-            tracing::warn!(?dropped, "secondaries missed the ack timeout; dropped from the in-sync set");
-            let in_sync = self.config.in_sync.iter().filter(|m| !dropped.contains(m)).cloned().collect();
+            tracing::warn!(
+                ?dropped,
+                "secondaries missed the ack timeout; dropped from the in-sync set"
+            );
+            let in_sync = self
+                .config
+                .in_sync
+                .iter()
+                .filter(|m| !dropped.contains(m))
+                .cloned()
+                .collect();
             self.append_config(in_sync);
             self.advance_commit();
         }
@@ -354,5 +443,9 @@ impl<S: StateMachine, R> Replica<S, R> {
 }
 
 fn written(rec: &DedupRecord) -> Written {
-    Written { index: rec.index, lamport: rec.lamport, output: rec.output.clone() }
+    Written {
+        index: rec.index,
+        lamport: rec.lamport,
+        output: rec.output.clone(),
+    }
 }

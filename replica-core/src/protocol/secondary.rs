@@ -21,12 +21,16 @@ impl<S: StateMachine, R> Replica<S, R> {
         }
         if epoch > self.hard.epoch {
             self.adopt_epoch(epoch, Some(from.clone()));
-        } else if self.role == Role::Primary {
-            // Two primaries in one epoch can only come from a split brain; refuse, loudly.
-            tracing::error!(other = %from, epoch, "another primary in our epoch; refusing its append");
+        } else if self.role == Role::Primary
+            || self.epoch_primary.as_ref().is_some_and(|p| p != from)
+        {
+            // Two primaries in one epoch can only come from a split election: the first one
+            // accepted keeps it; refuse the other, loudly (it steps down on this answer).
+            tracing::error!(other = %from, epoch, "a second primary for our epoch; refusing it");
             self.respond(reply, Body::StaleEpoch);
             return None;
         }
+        self.epoch_primary = Some(from.clone());
         if self.role != Role::Secondary || self.primary.as_ref() != Some(from) {
             self.become_secondary(Some(from.clone()));
         }
@@ -36,27 +40,28 @@ impl<S: StateMachine, R> Replica<S, R> {
     }
 
     pub(super) fn on_append(&mut self, reply: R, from: NodeId, epoch: Epoch, a: Append) {
-        let Some(reply) = self.accept_primary(reply, &from, epoch) else { return };
-        let last = self.log.last();
-        // Does our log hold the entry the batch follows? The committed prefix is identical on
-        // every replica, so anything at or below our commit point matches.
-        if a.prev.index > self.hard.commit {
-            match self.log.pos_at(a.prev.index) {
-                Some(p) if p == a.prev => {}
-                Some(_) => {
-                    self.respond(reply, Body::AppendReply(AppendReply::Diverged { last }));
-                    return;
-                }
-                None => {
-                    self.respond(reply, Body::AppendReply(AppendReply::Gap { last }));
-                    return;
-                }
-            }
-        } else if a.prev.index > last.index {
-            self.respond(reply, Body::AppendReply(AppendReply::Gap { last }));
+        let Some(reply) = self.accept_primary(reply, &from, epoch) else {
             return;
+        };
+        let last = self.log.last();
+        // Does our log hold the entry the batch follows? Compare positions wherever we still
+        // hold them: even committed entries, because a split brain (possible in all-in-sync mode
+        // under partitions) can commit different entries at the same index.
+        match self.log.pos_at(a.prev.index) {
+            Some(p) if p == a.prev => {}
+            Some(_) => {
+                self.respond(reply, Body::AppendReply(AppendReply::Diverged { last }));
+                return;
+            }
+            // Compacted: below our snapshot, so committed; nothing left to compare.
+            None if a.prev.index < self.log.base().index => {}
+            None => {
+                self.respond(reply, Body::AppendReply(AppendReply::Gap { last }));
+                return;
+            }
         }
         let mut matched = a.prev.index;
+        let mut diverged = false;
         for e in a.entries {
             if e.index != matched + 1 || e.epoch > epoch {
                 tracing::warn!(index = e.index, "malformed append batch; ignoring its rest");
@@ -65,31 +70,42 @@ impl<S: StateMachine, R> Replica<S, R> {
             let held = self.log.last();
             if e.index <= held.index {
                 // Already held: the same entry (a duplicate or a resend), or a conflict.
-                let same = e.index <= self.hard.commit.max(self.log.base().index)
-                    || self.log.pos_at(e.index) == Some(e.pos());
+                let same =
+                    e.index <= self.log.base().index || self.log.pos_at(e.index) == Some(e.pos());
                 if !same {
-                    let last = self.log.last();
-                    self.respond(reply, Body::AppendReply(AppendReply::Diverged { last }));
-                    return;
+                    diverged = true;
+                    break;
                 }
             } else {
                 if e.lamport <= held.lamport && held.index > 0 {
-                    tracing::warn!(index = e.index, "append with non-increasing lamport; ignoring");
+                    tracing::warn!(
+                        index = e.index,
+                        "append with non-increasing lamport; ignoring"
+                    );
                     break;
                 }
                 self.append_local(e);
             }
             matched += 1;
         }
+        // Whatever matched up to here is the primary's log: apply what it says is committed.
         let new_commit = a.commit.min(matched);
         if new_commit > self.hard.commit {
             self.hard.commit = new_commit;
             self.apply_committed();
         }
+        if diverged {
+            let last = self.log.last();
+            self.respond(reply, Body::AppendReply(AppendReply::Diverged { last }));
+            return;
+        }
         if matched >= a.commit {
             self.confirmed = true;
         }
-        let body = Body::AppendReply(AppendReply::Ok { matched, last: self.log.last() });
+        let body = Body::AppendReply(AppendReply::Ok {
+            matched,
+            last: self.log.last(),
+        });
         self.ack_when_durable(reply, matched, body);
     }
 
@@ -99,6 +115,7 @@ impl<S: StateMachine, R> Replica<S, R> {
         let pending_before = self.unpersisted.first().map(|e| e.index);
         let durable = matched <= self.durable_index && pending_before.is_none_or(|i| i > matched);
         if durable && self.pending_acks.is_empty() {
+            self.last_ack_sent = Some(self.now);
             self.outputs.push(super::Output::Respond { reply, msg });
         } else {
             self.pending_acks.push_back((matched, reply, msg));
@@ -106,16 +123,38 @@ impl<S: StateMachine, R> Replica<S, R> {
     }
 
     pub(super) fn on_install(&mut self, reply: R, from: NodeId, epoch: Epoch, snap: Snapshot) {
-        let Some(reply) = self.accept_primary(reply, &from, epoch) else { return };
-        if snap.last.index < self.hard.commit {
-            let commit = self.hard.commit;
-            self.respond(reply, Body::AppendReply(AppendReply::SnapshotBehind { commit }));
+        let Some(reply) = self.accept_primary(reply, &from, epoch) else {
             return;
+        };
+        if snap.last.index < self.hard.commit {
+            let ours = self.log.pos_at(snap.last.index);
+            if ours.is_none_or(|p| p == snap.last) {
+                // We are simply ahead of the primary's applied state (it was just elected): the
+                // copy would take us backwards. Ask again later.
+                let commit = self.hard.commit;
+                self.respond(
+                    reply,
+                    Body::AppendReply(AppendReply::SnapshotBehind { commit }),
+                );
+                return;
+            }
+            // Our committed entries differ from the primary's: only a split brain does that.
+            // The newer epoch wins; our side's writes are lost (see ARCHITECTURE.md).
+            tracing::error!(
+                commit = self.hard.commit,
+                snapshot = snap.last.index,
+                "committed state diverged from the primary's (split brain); replacing it"
+            );
         }
         if let Err(e) = self.sm.restore(&snap.state) {
-            self.event(Event::SnapshotRejected { reason: e.to_string() });
+            self.event(Event::SnapshotRejected {
+                reason: e.to_string(),
+            });
             let commit = self.hard.commit;
-            self.respond(reply, Body::AppendReply(AppendReply::SnapshotBehind { commit }));
+            self.respond(
+                reply,
+                Body::AppendReply(AppendReply::SnapshotBehind { commit }),
+            );
             return;
         }
         self.dedup.restore(snap.dedup.clone());
@@ -138,7 +177,10 @@ impl<S: StateMachine, R> Replica<S, R> {
         self.save_hard_state();
         self.stats.snapshots_installed += 1;
         self.event(Event::SnapshotInstalled { last });
-        let body = Body::AppendReply(AppendReply::Ok { matched: last.index, last });
+        let body = Body::AppendReply(AppendReply::Ok {
+            matched: last.index,
+            last,
+        });
         let msg = self.msg(body);
         self.pending_acks.push_back((last.index, reply, msg));
     }

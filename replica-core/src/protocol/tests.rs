@@ -1,1 +1,787 @@
+//! Unit tests of the pure core, by its outputs: feed inputs, compare the exact outputs.
 
+use bytes::Bytes;
+use uuid::Uuid;
+
+use super::*;
+use crate::message::{
+    Append, AppendReply, ElectionReply, Rank, ReadRequest, WriteError, WriteRequest, Written,
+};
+use crate::testing::{KvCommand, KvMachine};
+
+type R = u32;
+
+fn cfg() -> Config {
+    Config {
+        snapshot_interval_entries: 0,
+        ..Config::default()
+    }
+}
+
+fn id(s: &str) -> NodeId {
+    NodeId::new(s)
+}
+
+fn start(name: &str, primary: bool) -> Start {
+    Start {
+        id: id(name),
+        initial_primary: primary,
+        seeds: vec![],
+        rng_seed: 1,
+    }
+}
+
+fn cmd(key: &str, suffix: &str) -> Bytes {
+    message::to_bytes(&KvCommand::append(key, suffix)).unwrap()
+}
+
+fn write(token: R, n: u128, key: &str) -> Input<R> {
+    Input::Request {
+        reply: token,
+        msg: Message {
+            from: id("fe"),
+            epoch: 0,
+            clock: 0,
+            body: Body::Write(WriteRequest {
+                id: Uuid::from_u128(n),
+                command: cmd(key, "x"),
+            }),
+        },
+    }
+}
+
+fn msg(from: &str, epoch: Epoch, body: Body) -> Message {
+    Message {
+        from: id(from),
+        epoch,
+        clock: 0,
+        body,
+    }
+}
+
+/// Drain outputs and keep only what matters for a test: (kind, detail) pairs.
+fn stores(out: &[Output<R>]) -> Vec<&StoreOp> {
+    out.iter()
+        .filter_map(|o| {
+            if let Output::Store { op, .. } = o {
+                Some(op)
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+fn responds(out: &[Output<R>]) -> Vec<(R, &Body)> {
+    out.iter()
+        .filter_map(|o| {
+            if let Output::Respond { reply, msg } = o {
+                Some((*reply, &msg.body))
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+fn calls(out: &[Output<R>]) -> Vec<(&NodeId, &Body)> {
+    out.iter()
+        .filter_map(|o| {
+            if let Output::Call { to, msg, .. } = o {
+                Some((to, &msg.body))
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+fn last_seq(out: &[Output<R>]) -> u64 {
+    out.iter()
+        .filter_map(|o| {
+            if let Output::Store { seq, .. } = o {
+                Some(*seq)
+            } else {
+                None
+            }
+        })
+        .max()
+        .unwrap()
+}
+
+/// A lone primary: a write is appended, persisted, and answered only once the store reports it
+/// durable (in-sync set = itself).
+#[test]
+fn lone_primary_answers_after_durable() {
+    let mut p: Replica<KvMachine, R> = Replica::new(
+        start("p", true),
+        cfg(),
+        KvMachine::default(),
+        Recovered::default(),
+        0,
+    )
+    .unwrap();
+    let out = p.take_outputs();
+    // Boot: generation saved, then epoch 1 saved, then the first config entry appended.
+    let ops = stores(&out);
+    assert_eq!(ops.len(), 3, "{ops:?}");
+    assert!(matches!(
+        ops[0],
+        StoreOp::HardState(HardState {
+            generation: 1,
+            epoch: 0,
+            ..
+        })
+    ));
+    assert!(matches!(
+        ops[1],
+        StoreOp::HardState(HardState { epoch: 1, .. })
+    ));
+    let StoreOp::Append(entries) = ops[2] else {
+        panic!("expected append, got {:?}", ops[2])
+    };
+    assert_eq!(entries.len(), 1);
+    assert!(matches!(&entries[0].payload, Payload::Config(c) if c.in_sync.len() == 1));
+    p.step(
+        0,
+        Input::Persisted {
+            seq: last_seq(&out),
+        },
+    );
+    assert!(
+        p.take_outputs().is_empty(),
+        "config entry committed silently"
+    );
+    assert_eq!(p.status().commit, 1);
+
+    // Two writes in one turn: one append op for both (group commit), no answer yet.
+    p.step(1, write(10, 1, "a"));
+    p.step(1, write(11, 2, "a"));
+    let out = p.take_outputs();
+    let ops = stores(&out);
+    assert_eq!(ops.len(), 1);
+    assert!(
+        matches!(ops[0], StoreOp::Append(e) if e.len() == 2 && e[0].index == 2 && e[1].index == 3)
+    );
+    assert!(
+        responds(&out).is_empty(),
+        "nothing answered before it is durable"
+    );
+
+    // Durable → committed → applied → answered, in order, with each first result.
+    p.step(
+        2,
+        Input::Persisted {
+            seq: last_seq(&out),
+        },
+    );
+    let out = p.take_outputs();
+    let r = responds(&out);
+    assert_eq!(r.len(), 2);
+    let outputs: Vec<Option<String>> = r
+        .iter()
+        .map(|(_, b)| match b {
+            Body::WriteReply(Ok(Written { output, .. })) => message::from_bytes(output).unwrap(),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(r[0].0, 10);
+    assert_eq!(outputs, vec![Some("x".to_string()), Some("xx".to_string())]);
+    assert_eq!(p.status().applied.index, 3);
+}
+
+/// A retry of an applied id returns the stored result without a new entry; a retry of an id in
+/// flight waits for the first attempt.
+#[test]
+fn dedup_before_and_after_commit() {
+    let mut p: Replica<KvMachine, R> = Replica::new(
+        start("p", true),
+        cfg(),
+        KvMachine::default(),
+        Recovered::default(),
+        0,
+    )
+    .unwrap();
+    let out = p.take_outputs();
+    p.step(
+        0,
+        Input::Persisted {
+            seq: last_seq(&out),
+        },
+    );
+    p.take_outputs();
+
+    p.step(1, write(1, 7, "k"));
+    p.step(1, write(2, 7, "k")); // same id while in flight
+    let out = p.take_outputs();
+    assert!(
+        matches!(stores(&out)[..], [StoreOp::Append(ref e)] if e.len() == 1),
+        "one entry for two attempts"
+    );
+    p.step(
+        2,
+        Input::Persisted {
+            seq: last_seq(&out),
+        },
+    );
+    let out = p.take_outputs();
+    let r = responds(&out);
+    assert_eq!(r.len(), 2, "both attempts answered");
+    assert_eq!(r[0].1, r[1].1, "with the same result");
+
+    p.step(3, write(3, 7, "k")); // after commit
+    let out = p.take_outputs();
+    assert!(stores(&out).is_empty(), "no new entry for a known id");
+    assert_eq!(responds(&out)[0].1, r[0].1);
+    assert_eq!(p.state_machine().applied, 1, "executed once");
+}
+
+/// A secondary refuses writes with a hint, and refuses appends from an older epoch.
+#[test]
+fn secondary_redirects_and_fences() {
+    let mut s: Replica<KvMachine, R> = Replica::new(
+        start("s", false),
+        cfg(),
+        KvMachine::default(),
+        Recovered::default(),
+        0,
+    )
+    .unwrap();
+    s.take_outputs();
+    // An append from p at epoch 2 makes p our primary.
+    let append = Append {
+        prev: LogPos::ZERO,
+        entries: vec![],
+        commit: 0,
+    };
+    s.step(
+        1,
+        Input::Request {
+            reply: 1,
+            msg: msg("p", 2, Body::Append(append.clone())),
+        },
+    );
+    let out = s.take_outputs();
+    assert!(out.iter().any(|o| matches!(
+        o,
+        Output::Store {
+            op: StoreOp::HardState(HardState { epoch: 2, .. }),
+            ..
+        }
+    )));
+    // Nothing is said under epoch 2 before epoch 2 is durable.
+    assert!(
+        responds(&out).is_empty(),
+        "replied before the new epoch was durable"
+    );
+    s.step(
+        1,
+        Input::Persisted {
+            seq: last_seq(&out),
+        },
+    );
+    let out = s.take_outputs();
+    assert_eq!(
+        responds(&out),
+        vec![(
+            1,
+            &Body::AppendReply(AppendReply::Ok {
+                matched: 0,
+                last: LogPos::ZERO
+            })
+        )]
+    );
+    // Writes are redirected to p.
+    s.step(2, write(2, 1, "k"));
+    let out = s.take_outputs();
+    assert_eq!(
+        responds(&out),
+        vec![(
+            2,
+            &Body::WriteReply(Err(WriteError::NotPrimary {
+                hint: Some(id("p"))
+            }))
+        )]
+    );
+    // An old primary (epoch 1) is refused.
+    s.step(
+        3,
+        Input::Request {
+            reply: 3,
+            msg: msg("old", 1, Body::Append(append)),
+        },
+    );
+    let out = s.take_outputs();
+    assert_eq!(responds(&out), vec![(3, &Body::StaleEpoch)]);
+    assert_eq!(s.status().primary, Some(id("p")));
+}
+
+fn entry(index: u64, epoch: Epoch, lamport: u64) -> Entry {
+    Entry {
+        index,
+        lamport,
+        epoch,
+        id: Uuid::from_u128(u128::from(index) + 1000),
+        payload: Payload::Command(cmd("k", "y")),
+    }
+}
+
+/// Appends are acknowledged only once durable; a gap is reported with our tail; a conflicting
+/// entry is reported as divergence.
+#[test]
+fn secondary_acks_durable_reports_gaps_and_divergence() {
+    let mut s: Replica<KvMachine, R> = Replica::new(
+        start("s", false),
+        cfg(),
+        KvMachine::default(),
+        Recovered::default(),
+        0,
+    )
+    .unwrap();
+    s.take_outputs();
+    let a = Append {
+        prev: LogPos::ZERO,
+        entries: vec![entry(1, 1, 5), entry(2, 1, 6)],
+        commit: 0,
+    };
+    s.step(
+        1,
+        Input::Request {
+            reply: 1,
+            msg: msg("p", 1, Body::Append(a)),
+        },
+    );
+    let out = s.take_outputs();
+    assert!(responds(&out).is_empty(), "no ack before durable");
+    assert!(stores(&out)
+        .iter()
+        .any(|op| matches!(op, StoreOp::Append(e) if e.len() == 2)));
+    s.step(
+        2,
+        Input::Persisted {
+            seq: last_seq(&out),
+        },
+    );
+    let out = s.take_outputs();
+    assert_eq!(
+        responds(&out),
+        vec![(
+            1,
+            &Body::AppendReply(AppendReply::Ok {
+                matched: 2,
+                last: entry(2, 1, 6).pos()
+            })
+        )]
+    );
+
+    // Gap: the primary sends 5 after 4, we only have 2.
+    let a = Append {
+        prev: entry(4, 1, 8).pos(),
+        entries: vec![entry(5, 1, 9)],
+        commit: 0,
+    };
+    s.step(
+        3,
+        Input::Request {
+            reply: 2,
+            msg: msg("p", 1, Body::Append(a)),
+        },
+    );
+    let out = s.take_outputs();
+    assert_eq!(
+        responds(&out),
+        vec![(
+            2,
+            &Body::AppendReply(AppendReply::Gap {
+                last: entry(2, 1, 6).pos()
+            })
+        )]
+    );
+
+    // Divergence: a new primary (epoch 2) has a different entry at index 2.
+    let a = Append {
+        prev: entry(1, 1, 5).pos(),
+        entries: vec![entry(2, 2, 7)],
+        commit: 1,
+    };
+    s.step(
+        4,
+        Input::Request {
+            reply: 3,
+            msg: msg("q", 2, Body::Append(a)),
+        },
+    );
+    let out = s.take_outputs();
+    s.step(
+        4,
+        Input::Persisted {
+            seq: last_seq(&out),
+        },
+    );
+    let out = s.take_outputs();
+    assert_eq!(
+        responds(&out),
+        vec![(
+            3,
+            &Body::AppendReply(AppendReply::Diverged {
+                last: entry(2, 1, 6).pos()
+            })
+        )]
+    );
+    assert_eq!(
+        s.status().applied.index,
+        1,
+        "committed prefix applied meanwhile"
+    );
+}
+
+/// The primary commits only when every in-sync secondary acknowledged; a Gap reply rewinds
+/// `next`; a Diverged reply triggers a full copy.
+#[test]
+fn primary_waits_for_every_in_sync_secondary() {
+    let mut p: Replica<KvMachine, R> = Replica::new(
+        start("p", true),
+        cfg(),
+        KvMachine::default(),
+        Recovered::default(),
+        0,
+    )
+    .unwrap();
+    let out = p.take_outputs();
+    p.step(
+        0,
+        Input::Persisted {
+            seq: last_seq(&out),
+        },
+    );
+    p.take_outputs();
+    // s greets: it becomes a follower on the next tick and is probed with a heartbeat.
+    let greet = vec![ServiceEntry {
+        kind: ServiceKind::Replica,
+        address: id("s"),
+        primary: false,
+        generation: 1,
+        heartbeat: 1,
+    }];
+    p.step(
+        1,
+        Input::Request {
+            reply: 1,
+            msg: msg("s", 0, Body::Gossip(greet)),
+        },
+    );
+    p.step(10, Input::Tick);
+    let out = p.take_outputs();
+    let c = calls(&out);
+    let append = c
+        .iter()
+        .find_map(|(to, b)| {
+            if **to == id("s") {
+                if let Body::Append(a) = b {
+                    Some(a.clone())
+                } else {
+                    None
+                }
+            } else {
+                None
+            }
+        })
+        .unwrap();
+    assert_eq!(append.prev.index, 1, "optimistic probe from our end");
+    // s has nothing: Gap at 0 → next = 1 → the whole log goes out.
+    p.step(
+        11,
+        Input::Response {
+            from: id("s"),
+            msg: msg(
+                "s",
+                1,
+                Body::AppendReply(AppendReply::Gap { last: LogPos::ZERO }),
+            ),
+        },
+    );
+    let out = p.take_outputs();
+    let c = calls(&out);
+    assert!(
+        matches!(c[..], [(_, Body::Append(Append { prev: LogPos::ZERO, ref entries, .. }))] if entries.len() == 1)
+    );
+    // s catches up → joins the in-sync set (a config entry).
+    p.step(
+        12,
+        Input::Response {
+            from: id("s"),
+            msg: msg(
+                "s",
+                1,
+                Body::AppendReply(AppendReply::Ok {
+                    matched: 1,
+                    last: LogPos {
+                        index: 1,
+                        epoch: 1,
+                        lamport: 1,
+                        ..LogPos::ZERO
+                    },
+                }),
+            ),
+        },
+    );
+    assert_eq!(p.status().in_sync, vec![id("p"), id("s")]);
+    p.take_outputs();
+
+    // A write is not answered while s has not acknowledged it, even once durable locally.
+    p.step(20, write(5, 9, "k"));
+    let out = p.take_outputs();
+    p.step(
+        21,
+        Input::Persisted {
+            seq: last_seq(&out),
+        },
+    );
+    assert!(responds(&p.take_outputs()).is_empty());
+    let last = p.status().last;
+    p.step(
+        22,
+        Input::Response {
+            from: id("s"),
+            msg: msg(
+                "s",
+                1,
+                Body::AppendReply(AppendReply::Ok {
+                    matched: last.index,
+                    last,
+                }),
+            ),
+        },
+    );
+    let out = p.take_outputs();
+    assert!(matches!(responds(&out)[..], [(5, Body::WriteReply(Ok(_)))]));
+
+    // Divergence → full copy.
+    p.step(
+        30,
+        Input::Response {
+            from: id("s"),
+            msg: msg("s", 1, Body::AppendReply(AppendReply::Diverged { last })),
+        },
+    );
+    let out = p.take_outputs();
+    assert!(calls(&out)
+        .iter()
+        .any(|(to, b)| **to == id("s") && matches!(b, Body::InstallSnapshot(_))));
+    assert_eq!(p.status().snapshots_sent, 1);
+}
+
+/// A read is served only from state at least as new as the fence.
+#[test]
+fn reads_respect_the_fence() {
+    let mut p: Replica<KvMachine, R> = Replica::new(
+        start("p", true),
+        cfg(),
+        KvMachine::default(),
+        Recovered::default(),
+        0,
+    )
+    .unwrap();
+    let out = p.take_outputs();
+    p.step(
+        0,
+        Input::Persisted {
+            seq: last_seq(&out),
+        },
+    );
+    p.take_outputs();
+    let applied = p.status().applied.lamport;
+    let q = message::to_bytes(&crate::testing::KvGet("k".into())).unwrap();
+    let read = |fence| Input::Request {
+        reply: 1,
+        msg: msg(
+            "fe",
+            0,
+            Body::Read(ReadRequest {
+                query: q.clone(),
+                fence,
+            }),
+        ),
+    };
+    p.step(1, read(applied + 100));
+    assert_eq!(
+        responds(&p.take_outputs()),
+        vec![(1, &Body::ReadReply(Err(ReadError::Behind { applied })))]
+    );
+    p.step(1, read(applied));
+    assert!(matches!(
+        responds(&p.take_outputs())[..],
+        [(1, Body::ReadReply(Ok(_)))]
+    ));
+    // Garbage query → typed rejection, not a panic.
+    p.step(
+        1,
+        Input::Request {
+            reply: 2,
+            msg: msg(
+                "fe",
+                0,
+                Body::Read(ReadRequest {
+                    query: Bytes::from_static(&[0xff; 3]),
+                    fence: 0,
+                }),
+            ),
+        },
+    );
+    assert!(matches!(
+        responds(&p.take_outputs())[..],
+        [(2, Body::ReadReply(Err(ReadError::Rejected(_))))]
+    ));
+}
+
+/// A secondary that hears nothing for the failure timeout becomes a candidate and asks every
+/// replica it knows; with no one answering and not being in sync, it never takes office.
+#[test]
+fn unknown_secondary_never_wins_alone() {
+    let mut s: Replica<KvMachine, R> = Replica::new(
+        Start {
+            seeds: vec![id("p")],
+            ..start("s", false)
+        },
+        cfg(),
+        KvMachine::default(),
+        Recovered::default(),
+        0,
+    )
+    .unwrap();
+    s.take_outputs();
+    let mut queried = false;
+    for t in (0..5_000).step_by(10) {
+        s.step(t, Input::Tick);
+        for o in s.take_outputs() {
+            if let Output::Call {
+                to,
+                kind: CallKind::ElectionQuery,
+                ..
+            } = o
+            {
+                queried = true;
+                s.step(
+                    t,
+                    Input::CallFailed {
+                        to,
+                        kind: CallKind::ElectionQuery,
+                    },
+                );
+            }
+        }
+        assert_ne!(
+            s.status().role,
+            Role::Primary,
+            "a replica outside the in-sync set won at {t} ms"
+        );
+    }
+    assert!(queried, "it did run elections");
+}
+
+/// Election replies: defer to an eligible, higher-ranked replica; win otherwise.
+#[test]
+fn election_ranks_by_log_freshness_not_address() {
+    // "a" is in sync with a short log; "z" (higher address) answers with an older log.
+    let recovered = Recovered {
+        hard_state: HardState {
+            epoch: 1,
+            commit: 2,
+            generation: 1,
+        },
+        snapshot: None,
+        entries: vec![
+            Entry {
+                index: 1,
+                lamport: 1,
+                epoch: 1,
+                id: Uuid::from_u128(1),
+                payload: Payload::Config(ClusterConfig {
+                    primary: Some(id("p")),
+                    in_sync: [id("p"), id("a"), id("z")].into(),
+                }),
+            },
+            entry(2, 1, 2),
+            entry(3, 1, 3),
+        ],
+    };
+    let mut a: Replica<KvMachine, R> =
+        Replica::new(start("a", false), cfg(), KvMachine::default(), recovered, 0).unwrap();
+    a.take_outputs();
+    a.confirmed = true; // it was caught up with p before p died...
+    a.last_ack_sent = Some(1_900); // ...and acknowledged its last append just before
+    a.primary_contact = 1_900;
+    a.last_tick = 1_990; // it has been running (no stall of its own)
+    a.step(2_000, Input::Tick);
+    let out = a.take_outputs();
+    let asked: Vec<&NodeId> = calls(&out)
+        .iter()
+        .filter(|(_, b)| matches!(b, Body::ElectionQuery(_)))
+        .map(|(to, _)| *to)
+        .collect();
+    assert_eq!(asked, vec![&id("p"), &id("z")]);
+    assert_eq!(a.status().role, Role::Candidate);
+    let older = ElectionReply {
+        rank: Rank {
+            last_epoch: 1,
+            last_lamport: 2,
+            node: id("z"),
+        },
+        in_sync: true,
+        confirmed: true,
+        primary: None,
+        config_in_sync: vec![id("a"), id("p"), id("z")],
+        last: entry(2, 1, 2).pos(),
+    };
+    a.step(
+        2_001,
+        Input::Response {
+            from: id("z"),
+            msg: msg("z", 1, Body::ElectionReply(older)),
+        },
+    );
+    a.step(
+        2_001,
+        Input::CallFailed {
+            to: id("p"),
+            kind: CallKind::ElectionQuery,
+        },
+    );
+    // p stays silent, though asked again at every tick, until the round's deadline.
+    let mut out = a.take_outputs();
+    for t in (2_010..2_400).step_by(10) {
+        a.step(t, Input::Tick);
+        let o = a.take_outputs();
+        if a.status().role == Role::Candidate {
+            let asked_p = calls(&o)
+                .iter()
+                .any(|(to, b)| **to == id("p") && matches!(b, Body::ElectionQuery(_)));
+            assert!(asked_p, "p asked again at {t}");
+        }
+        out.extend(o);
+    }
+    // The announcement waits for the new epoch to be durable.
+    assert!(!calls(&out).iter().any(|(_, b)| matches!(b, Body::Announce)));
+    a.step(
+        2_400,
+        Input::Persisted {
+            seq: last_seq(&out),
+        },
+    );
+    out.extend(a.take_outputs());
+    let st = a.status();
+    assert_eq!(
+        st.role,
+        Role::Primary,
+        "the fresher log wins despite the lower address"
+    );
+    assert_eq!(st.epoch, 2);
+    assert_eq!(
+        st.in_sync,
+        vec![id("a"), id("z")],
+        "z (a prefix of our log) stays in sync; dead p is out"
+    );
+    assert!(calls(&out)
+        .iter()
+        .any(|(to, b)| **to == id("z") && matches!(b, Body::Announce)));
+}

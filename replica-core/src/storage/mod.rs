@@ -123,9 +123,10 @@ pub trait LogStore: Send + 'static {
         match op {
             StoreOp::Append(entries) => self.append(entries).await,
             StoreOp::HardState(hs) => self.save_hard_state(hs).await,
-            StoreOp::Snapshot { snapshot, compact_through } => {
-                self.save_snapshot(snapshot, *compact_through).await
-            }
+            StoreOp::Snapshot {
+                snapshot,
+                compact_through,
+            } => self.save_snapshot(snapshot, *compact_through).await,
             StoreOp::Install(snapshot) => self.install_snapshot(snapshot).await,
         }
     }

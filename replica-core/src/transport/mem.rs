@@ -92,7 +92,10 @@ impl MemNetwork {
 
     /// A transport that sends as `me`.
     pub fn transport(&self, me: NodeId) -> MemTransport {
-        MemTransport { me, net: self.clone() }
+        MemTransport {
+            me,
+            net: self.clone(),
+        }
     }
 
     /// Drop everything sent from `from` to `to` (one direction).

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use replica_core::storage::{FileLogStore, FileStoreOptions};
-use replica_core::types::{Entry, LogPos, Payload, Snapshot};
+use replica_core::types::{Entry, Payload, Snapshot};
 use replica_core::LogStore;
 use uuid::Uuid;
 
@@ -61,11 +61,7 @@ pub fn entry(index: u64) -> Entry {
 pub fn snapshot_at(index: u64) -> Snapshot {
     let e = entry(index);
     Snapshot {
-        last: LogPos {
-            index,
-            epoch: e.epoch,
-            lamport: e.lamport,
-        },
+        last: e.pos(),
         state: Bytes::from(format!("state through {index}").into_bytes()),
         ..Snapshot::default()
     }

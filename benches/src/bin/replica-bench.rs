@@ -1,0 +1,138 @@
+//! `replica-bench`: the openraft "minimal cluster" benchmark, for replica.
+//!
+//! M replicas in one process over the in-memory transport (every message still goes through the
+//! postcard codec) with the in-memory log store and an empty state machine. CLIENTS tasks each
+//! write sequentially to the primary until OPS writes are done in total.
+//!
+//! ```sh
+//! cargo run --release -p benches --bin replica-bench -- -m 3 -c 64 -n 1000000
+//! ```
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use clap::Parser;
+use replica_core::{Config, MemLogStore, MemNetwork, Node, NodeHandle, NodeId, NodeOptions, Role};
+use uuid::Uuid;
+
+use benches::Noop;
+
+/// Command-line options (the names follow openraft's bench).
+#[derive(Parser, Debug)]
+#[command(about = "Replication throughput of an in-process cluster (openraft-comparable)")]
+struct Args {
+    /// Number of replicas.
+    #[arg(short = 'm', long, default_value_t = 3)]
+    members: usize,
+    /// Concurrent client tasks, each writing sequentially.
+    #[arg(short = 'c', long, default_value_t = 64)]
+    clients: u64,
+    /// Total writes.
+    #[arg(short = 'n', long, default_value_t = 100_000)]
+    ops: u64,
+    /// Most entries per append message (batch_entries_max).
+    #[arg(short = 'b', long, default_value_t = 1024)]
+    batch: usize,
+    /// Worker threads of the tokio runtime (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+fn main() {
+    let args = Args::parse();
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(t) = args.threads {
+        rt.worker_threads(t);
+    }
+    let rt = match rt.enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start tokio: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = rt.block_on(run(args)) {
+        eprintln!("benchmark failed: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let config = Config {
+        batch_entries_max: args.batch,
+        // Measure replication, not snapshotting, like the openraft bench.
+        snapshot_interval_entries: 0,
+        dedup_entries_max: (args.ops as usize).clamp(1, 1_000_000),
+        pending_writes_max: (args.clients as usize).max(1) * 2,
+        ..Config::default()
+    };
+    let net = MemNetwork::new(1);
+    let mut nodes: Vec<NodeHandle<Noop>> = Vec::new();
+    for i in 0..args.members {
+        let id = NodeId::new(format!("n{i}"));
+        let opts = NodeOptions {
+            id: id.clone(),
+            config: config.clone(),
+            state_machine: Noop,
+            store: MemLogStore::new(),
+            transport: net.transport(id.clone()),
+            initial_primary: i == 0,
+            seeds: if i == 0 {
+                vec![]
+            } else {
+                vec![NodeId::new("n0")]
+            },
+            rng_seed: i as u64,
+        };
+        let node = Node::start(opts).await.map_err(|e| e.to_string())?;
+        net.register(id, Arc::new(node.clone()));
+        nodes.push(node);
+    }
+    // Wait until every replica is in the primary's in-sync set.
+    let primary = nodes[0].clone();
+    let started = Instant::now();
+    loop {
+        let st = primary.status().await.map_err(|e| e.to_string())?;
+        if st.role == Role::Primary && st.in_sync.len() == args.members {
+            break;
+        }
+        if started.elapsed().as_secs() > 30 {
+            return Err(format!("cluster did not form: {st:?}"));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+
+    let next = Arc::new(AtomicU64::new(0));
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..args.clients {
+        let (node, next, total) = (primary.clone(), next.clone(), args.ops);
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= total {
+                    return Ok::<(), String>(());
+                }
+                let id = Uuid::from_u64_pair(c + 1, n);
+                node.write(id, &()).await.map_err(|e| e.to_string())?;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.map_err(|e| e.to_string())??;
+    }
+    let elapsed = t0.elapsed();
+    let st = primary.status().await.map_err(|e| e.to_string())?;
+    let per_sec = args.ops as f64 / elapsed.as_secs_f64();
+    println!(
+        "replicas: {}, clients: {}, ops: {}, batch_max: {}, commit: {}",
+        args.members, args.clients, args.ops, args.batch, st.commit
+    );
+    println!("put/s: {:.0}", per_sec);
+    println!("ns/op: {:.0}", elapsed.as_nanos() as f64 / args.ops as f64);
+    for n in &nodes {
+        n.stop();
+    }
+    Ok(())
+}
