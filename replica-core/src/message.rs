@@ -237,8 +237,9 @@ pub struct ElectionReply {
     pub rank: Rank,
     /// The replier is in the in-sync set of its latest configuration.
     pub in_sync: bool,
-    /// The replier has caught up with a primary since it started (it is not a restarted
-    /// replica that may have missed its own removal from the in-sync set).
+    /// The replier could take office on its own: it caught up with a primary since it started,
+    /// and acknowledged an append recently enough that it cannot have been dropped from the
+    /// in-sync set without knowing.
     pub confirmed: bool,
     /// The primary the replier still hears from, if any: the candidate should follow it instead.
     pub primary: Option<NodeId>,
@@ -333,6 +334,7 @@ mod tests {
                     index: 4,
                     epoch: 2,
                     lamport: 50,
+                    ..LogPos::ZERO
                 },
                 entries: vec![Entry {
                     index: 5,

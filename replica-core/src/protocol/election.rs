@@ -111,7 +111,7 @@ impl<S: StateMachine, R> Replica<S, R> {
         let answer = ElectionReply {
             rank: self.rank(),
             in_sync: self.config.in_sync.contains(&self.id),
-            confirmed: self.confirmed,
+            confirmed: self.confirmed && self.lease_valid(),
             primary: live_primary.clone(),
             config_in_sync: self.config.in_sync.iter().cloned().collect(),
             last: self.log.last(),
@@ -254,6 +254,7 @@ impl<S: StateMachine, R> Replica<S, R> {
             self.epoch_primary = Some(from.clone());
             self.become_secondary(Some(from));
         }
+        self.primary_contact = self.now;
         self.respond(reply, Body::Ack);
     }
 }

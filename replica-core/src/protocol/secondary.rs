@@ -115,6 +115,7 @@ impl<S: StateMachine, R> Replica<S, R> {
         let pending_before = self.unpersisted.first().map(|e| e.index);
         let durable = matched <= self.durable_index && pending_before.is_none_or(|i| i > matched);
         if durable && self.pending_acks.is_empty() {
+            self.last_ack_sent = Some(self.now);
             self.outputs.push(super::Output::Respond { reply, msg });
         } else {
             self.pending_acks.push_back((matched, reply, msg));
