@@ -12,6 +12,8 @@
 //!   only this process, which then stops them in order. Each child's stdin is a pipe from this
 //!   process, and children run with `--exit-on-stdin-eof`: if this process dies, even by
 //!   `kill -9`, the pipe closes and every child stops by itself.
+//! - **Ready.** The banner with the URLs is printed once every process serves and the replicas
+//!   agree on a primary (after a restart they first elect one among themselves).
 //! - **Logs.** Each child's stderr is copied to this process's stderr, every line prefixed with
 //!   the child's name.
 
@@ -28,6 +30,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::{shutdown_signal, CliError, CLUSTER_KEY_ENV, READY_PREFIX};
+use crate::replica_routes::StatusBody;
 
 /// Time allowed for every child to print its `ready` line at the first start.
 const READY_TIMEOUT_MS: u64 = 60_000;
@@ -39,6 +42,10 @@ const RESTART_PAUSE_MAX_MS: u64 = 5_000;
 const STABLE_RUN_MS: u64 = 10_000;
 /// After its stdin is closed, a child gets this long to stop on its own before it is killed.
 const CHILD_STOP_GRACE_MS: u64 = 5_000;
+/// Pause between two rounds of `/status` polls while waiting for a primary.
+const STATUS_POLL_INTERVAL_MS: u64 = 50;
+/// Timeout of one `/status` poll.
+const STATUS_POLL_TIMEOUT_MS: u64 = 1_000;
 /// Most replicas `ticket dev` runs.
 const REPLICAS_MAX: u16 = 9;
 
@@ -153,6 +160,28 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
         }
     }
 
+    // Phase: wait until the replicas agree on a primary and have applied what it committed,
+    // so that the first request after the banner is served at once (after a restart, the
+    // replicas first elect a primary among themselves).
+    if !stopping {
+        let replicas: Vec<String> = specs
+            .iter()
+            .filter(|s| s.name.starts_with("node-"))
+            .map(|s| s.addr.clone())
+            .collect();
+        tokio::select! {
+            () = settled(&replicas) => {}
+            Some(done) = supervisors.join_next() => {
+                outcome = supervisor_outcome(done);
+                stopping = true;
+            }
+            () = &mut deadline => {
+                tracing::warn!("the replicas have not agreed on a primary yet; requests will wait for one");
+            }
+            () = &mut shutdown => stopping = true,
+        }
+    }
+
     // Phase: serve until told to stop, or until a supervisor gives up.
     if !stopping {
         print_banner(&args, &specs, &key);
@@ -171,6 +200,39 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
         }
     }
     outcome
+}
+
+/// Completes once every replica answers `GET /status` naming the same primary, which is one of
+/// them and says so, and each has applied everything that primary has committed.
+async fn settled(replicas: &[String]) {
+    let Ok(http) = reqwest::Client::builder()
+        .timeout(Duration::from_millis(STATUS_POLL_TIMEOUT_MS))
+        .no_proxy()
+        .build()
+    else {
+        return;
+    };
+    loop {
+        let mut statuses = Vec::new();
+        for addr in replicas {
+            let status = match http.get(format!("http://{addr}/status")).send().await {
+                Ok(r) => r.json::<StatusBody>().await.ok(),
+                Err(_) => None,
+            };
+            statuses.extend(status);
+        }
+        let primary = statuses.iter().find(|s| s.role == "primary");
+        if let Some(p) = primary {
+            let agreed = statuses.len() == replicas.len()
+                && statuses.iter().all(|s| {
+                    s.primary.as_deref() == Some(p.id.as_str()) && s.applied.index >= p.commit
+                });
+            if agreed {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(STATUS_POLL_INTERVAL_MS)).await;
+    }
 }
 
 fn supervisor_outcome(done: Result<Exit, tokio::task::JoinError>) -> Result<(), CliError> {

@@ -20,7 +20,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use clap::Args;
-use replica_core::{Config, Handler, LogStore, MemLogStore, Node, NodeHandle, NodeId, NodeOptions};
+use replica_core::storage::file::{FileLogStore, FileStoreOptions};
+use replica_core::{Config, Handler, Node, NodeHandle, NodeId, NodeOptions};
 use replica_http::{cluster_router, ClusterKey, HttpTransport};
 use tokio::net::TcpListener;
 
@@ -123,16 +124,17 @@ pub async fn run(args: NodeArgs) -> Result<(), CliError> {
     serve(listener, setup, args.listen.shutdown()).await
 }
 
-/// The replica's log store. The one place that chooses it.
+/// The replica's log store: the durable file store in `dir` (created if missing). The one
+/// place that chooses it.
 ///
-/// For now the in-memory store: **nothing survives a restart** until the durable file store
-/// replaces it here.
-pub fn open_store(dir: &Path) -> Result<impl LogStore, CliError> {
+/// The store locks the directory, so a second replica pointed at the same directory refuses to
+/// start instead of corrupting it.
+pub fn open_store(dir: &Path) -> Result<FileLogStore, CliError> {
     std::fs::create_dir_all(dir).map_err(|source| CliError::DataDir {
         dir: dir.display().to_string(),
         source,
     })?;
-    Ok(MemLogStore::new())
+    Ok(FileLogStore::open(dir, FileStoreOptions::default())?)
 }
 
 /// Start the replica described by `setup` and serve its routes on `listener` until `shutdown`
