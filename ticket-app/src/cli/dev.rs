@@ -330,8 +330,8 @@ fn print_banner(args: &DevArgs, specs: &[Spec], key: &str) {
     println!("{out}");
 }
 
-/// Run one child until told to stop, restarting it when it dies. Reports on `ready` each time
-/// the child prints its ready line.
+/// Run one child until told to stop, restarting it when it dies. Reports on `ready` the first
+/// time the child prints its ready line.
 async fn supervise(
     spec: Spec,
     exe: OsString,
