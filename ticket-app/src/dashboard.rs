@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use crate::api::ApiError;
 use crate::replica_routes::StatusBody;
 
 /// The page, compiled in.
@@ -63,11 +64,6 @@ impl DashboardOptions {
         }
     }
 }
-
-/// The HTTP client for replica status requests could not be built.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot build the dashboard's HTTP client: {0}")]
-pub struct DashboardError(String);
 
 /// `GET /cluster-view`: the cluster as this front end can see it now.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -146,33 +142,35 @@ struct RateSample {
 
 struct Dashboard<T> {
     client: Client<T>,
-    http: reqwest::Client,
+    /// The client for replicas' `/status`; if it could not be built, why (then `/cluster-view`
+    /// answers 500 saying so, and the rest of the front end is unaffected).
+    http: Result<reqwest::Client, String>,
     options: DashboardOptions,
     samples: Mutex<VecDeque<RateSample>>,
 }
 
 /// `GET /dashboard` (the page) and `GET /cluster-view` (its JSON), for a front end whose
 /// cluster client is `client`. Merge it into the front end's router.
-pub fn dashboard_router<T: Transport>(
-    client: Client<T>,
-    options: DashboardOptions,
-) -> Result<Router, DashboardError> {
+pub fn dashboard_router<T: Transport>(client: Client<T>, options: DashboardOptions) -> Router {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_millis(options.status_timeout_ms))
         .connect_timeout(Duration::from_millis(options.status_timeout_ms))
         .no_proxy()
         .build()
-        .map_err(|e| DashboardError(e.to_string()))?;
+        .map_err(|e| {
+            tracing::warn!(error = %e, "dashboard: cannot build an HTTP client; /cluster-view will fail");
+            format!("cannot build the dashboard's HTTP client: {e}")
+        });
     let state = Arc::new(Dashboard {
         client,
         http,
         options,
         samples: Mutex::new(VecDeque::new()),
     });
-    Ok(Router::new()
+    Router::new()
         .route("/dashboard", get(page))
         .route("/cluster-view", get(cluster_view::<T>))
-        .with_state(state))
+        .with_state(state)
 }
 
 async fn page() -> impl IntoResponse {
@@ -185,13 +183,19 @@ async fn page() -> impl IntoResponse {
     )
 }
 
-async fn cluster_view<T: Transport>(State(d): State<Arc<Dashboard<T>>>) -> impl IntoResponse {
-    let view = d.gather().await;
-    ([(header::CACHE_CONTROL, "no-store")], Json(view))
+async fn cluster_view<T: Transport>(
+    State(d): State<Arc<Dashboard<T>>>,
+) -> Result<impl IntoResponse, ApiError> {
+    let http = d
+        .http
+        .as_ref()
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.clone()))?;
+    let view = d.gather(http).await;
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(view)))
 }
 
 impl<T: Transport> Dashboard<T> {
-    async fn gather(&self) -> ClusterView {
+    async fn gather(&self, http: &reqwest::Client) -> ClusterView {
         let services = self.client.services();
         let follows = self.client.primary().map(|p| p.to_string());
         let mut addresses: BTreeSet<String> = services
@@ -212,7 +216,7 @@ impl<T: Transport> Dashboard<T> {
 
         let mut calls = JoinSet::new();
         for address in addresses {
-            let http = self.http.clone();
+            let http = http.clone();
             calls.spawn(async move {
                 let result = fetch_status(&http, &address).await;
                 (address, result)

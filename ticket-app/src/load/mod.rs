@@ -16,7 +16,7 @@
 //! # async fn demo() -> Result<(), ticket_app::load::LoadError> {
 //! use ticket_app::load::{run, LoadOptions, Mode, Stop};
 //! let report = run(&LoadOptions {
-//!     frontend: "http://127.0.0.1:8000".into(),
+//!     frontend: "http://127.0.0.1:4560".into(),
 //!     mode: Mode::Purchase,
 //!     clients: 16,
 //!     stop: Stop::Requests(10_000),
@@ -138,7 +138,7 @@ pub struct LoadOptions {
 impl Default for LoadOptions {
     fn default() -> Self {
         LoadOptions {
-            frontend: "http://127.0.0.1:8000".into(),
+            frontend: "http://127.0.0.1:4560".into(),
             mode: Mode::Mixed,
             clients: 16,
             stop: Stop::Requests(10_000),

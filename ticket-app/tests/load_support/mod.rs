@@ -114,7 +114,10 @@ impl HttpCluster {
         );
         let router = frontend_router(client.clone())
             .merge(cluster_router(Arc::new(client.clone()), key()))
-            .merge(dashboard_router(client.clone(), DashboardOptions::new(fe_addr)).unwrap());
+            .merge(dashboard_router(
+                client.clone(),
+                DashboardOptions::new(fe_addr),
+            ));
         let frontend = Server::start_on(listener, wrap(router));
         let membership = tokio::spawn(client.clone().run_membership());
         let cluster = HttpCluster {
