@@ -1,4 +1,4 @@
-//! The front end's side (DESIGN.md §2.6): request ids, hold-and-retry across failover, and read
+//! The front end's side: request ids, hold-and-retry across failover, and read
 //! fences.
 //!
 //! Guarantees, given the replicas' dedup table:
@@ -320,6 +320,7 @@ impl<T: Transport> Client<T> {
                     Err(ReadFailure::Rejected(r)) => return Err(ClientError::Rejected(r)),
                     Err(ReadFailure::Codec(r)) => return Err(ClientError::Codec(r)),
                     Err(ReadFailure::Unreachable) => self.forget_primary(&to),
+                    Err(ReadFailure::Transient) => {}
                 }
             }
             let now = Instant::now();
@@ -365,6 +366,9 @@ impl<T: Transport> Client<T> {
                 body: Body::ReadReply(Err(ReadError::Rejected(r))),
                 ..
             }) => Err(ReadFailure::Rejected(r)),
+            // A transient failure ("retry now") keeps the primary; anything else (unreachable,
+            // rejected, an answer of the wrong kind) means looking for another one.
+            Err(e) if e.retry_now() => Err(ReadFailure::Transient),
             Ok(_) | Err(_) => Err(ReadFailure::Unreachable),
         }
     }
@@ -486,6 +490,7 @@ impl<T: Transport> Client<T> {
 enum ReadFailure {
     Rejected(String),
     Codec(String),
+    Transient,
     Unreachable,
 }
 

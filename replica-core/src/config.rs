@@ -26,9 +26,10 @@ pub struct Config {
     /// detection plus an election, so a primary that is only cut off learns of the new epoch (and
     /// steps down) before it would shrink its in-sync set to itself.
     pub ack_timeout_ms: u64,
-    /// How long a candidate waits for the announcement after a higher-ranked replica answered
-    /// its election query, and for answers to its queries, before starting a new round.
-    /// Default 300 ms.
+    /// How long a candidate waits for answers to its election queries (asking silent replicas
+    /// again at every tick), and for the announcement after a higher-ranked replica answered,
+    /// before deciding or starting a new round. A replica silent for this long counts as dead.
+    /// Default 200 ms (plus up to half again of jitter).
     pub election_wait_ms: u64,
     /// How often replicas gossip their service list, and front ends greet the primary.
     /// Default 200 ms.
@@ -66,7 +67,7 @@ impl Default for Config {
             failure_timeout_ms: 800,
             failure_jitter_ms: 400,
             ack_timeout_ms: 1500,
-            election_wait_ms: 300,
+            election_wait_ms: 200,
             gossip_interval_ms: 200,
             suspicion_timeout_ms: 2000,
             batch_entries_max: 1024,

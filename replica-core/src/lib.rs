@@ -19,6 +19,8 @@
 //!
 //! See `ARCHITECTURE.md` at the repository root for the invariants of each module.
 
+#[cfg(feature = "bug-injection")]
+pub mod bug_injection;
 pub mod client;
 pub mod config;
 #[cfg(feature = "testing")]

@@ -68,6 +68,24 @@ pub enum Body {
 }
 
 impl Body {
+    /// Upper estimate of the encoded size, to size buffers once.
+    pub fn size_hint(&self) -> usize {
+        const FIXED_BYTES: usize = 96;
+        FIXED_BYTES
+            + match self {
+                Body::Append(a) => a.entries.iter().map(Entry::size_hint).sum(),
+                Body::InstallSnapshot(s) => {
+                    s.state.len() + s.dedup.iter().map(|d| 40 + d.output.len()).sum::<usize>()
+                }
+                Body::Write(w) => w.command.len(),
+                Body::WriteReply(Ok(w)) => w.output.len(),
+                Body::Read(r) => r.query.len(),
+                Body::ReadReply(Ok(r)) => r.answer.len(),
+                Body::Gossip(l) | Body::Services(l) => l.len() * 48,
+                _ => 0,
+            }
+    }
+
     /// Short name of the message kind, for logs and metrics.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -219,8 +237,9 @@ pub struct ElectionReply {
     pub rank: Rank,
     /// The replier is in the in-sync set of its latest configuration.
     pub in_sync: bool,
-    /// The replier has caught up with a primary since it started (it is not a restarted
-    /// replica that may have missed its own removal from the in-sync set).
+    /// The replier could take office on its own: it caught up with a primary since it started,
+    /// and acknowledged an append recently enough that it cannot have been dropped from the
+    /// in-sync set without knowing.
     pub confirmed: bool,
     /// The primary the replier still hears from, if any: the candidate should follow it instead.
     pub primary: Option<NodeId>,
@@ -271,7 +290,10 @@ pub enum CodecError {
 
 /// Encode a message: the version byte, then postcard.
 pub fn encode(msg: &Message) -> Result<Vec<u8>, CodecError> {
-    let mut out = vec![WIRE_VERSION];
+    // Sized up front: growing the buffer while serializing a batch reallocates and copies it
+    // several times, which showed up as a tenth of the replication path's instructions.
+    let mut out = Vec::with_capacity(msg.body.size_hint());
+    out.push(WIRE_VERSION);
     postcard::to_io(msg, &mut out).map_err(|e| CodecError::Malformed(e.to_string()))?;
     Ok(out)
 }
@@ -312,6 +334,7 @@ mod tests {
                     index: 4,
                     epoch: 2,
                     lamport: 50,
+                    ..LogPos::ZERO
                 },
                 entries: vec![Entry {
                     index: 5,

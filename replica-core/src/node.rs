@@ -287,13 +287,15 @@ impl<S: StateMachine, T: Transport> Core<S, T> {
             tokio::select! {
                 cmd = rx.recv() => {
                     let Some(cmd) = cmd else { break };
-                    if !self.process(cmd) {
+                    // One clock read per turn: every input of the turn happened "now".
+                    let now = self.now();
+                    if !self.process(now, cmd) {
                         break;
                     }
                     for _ in 1..INPUTS_PER_TURN_MAX {
                         match rx.try_recv() {
                             Ok(cmd) => {
-                                if !self.process(cmd) {
+                                if !self.process(now, cmd) {
                                     return;
                                 }
                             }
@@ -311,12 +313,9 @@ impl<S: StateMachine, T: Transport> Core<S, T> {
     }
 
     /// Returns false when the node must stop.
-    fn process(&mut self, cmd: Cmd<S>) -> bool {
+    fn process(&mut self, now: u64, cmd: Cmd<S>) -> bool {
         match cmd {
-            Cmd::Input(input) => {
-                let now = self.now();
-                self.replica.step(now, input);
-            }
+            Cmd::Input(input) => self.replica.step(now, input),
             Cmd::Status(tx) => {
                 let _ = tx.send(self.replica.status());
             }

@@ -67,11 +67,13 @@ impl From<String> for NodeId {
     }
 }
 
-/// Where an entry sits and who wrote it: enough to tell whether two logs agree at `index`.
+/// Where an entry sits and which entry it is: enough to tell whether two logs agree at `index`.
 ///
-/// Two entries with the same `(index, epoch)` were written by the same primary and are the same
-/// entry (a primary writes each index once per epoch). `lamport` is carried because the protocol
-/// names positions by Lamport time (read fences, ranks), and it is checked too.
+/// Normally `(index, epoch)` already names one entry (a primary writes each index once per
+/// epoch), but a split brain — possible in all-in-sync mode under partitions — can give two
+/// primaries the same epoch, and their entries the same index and even the same Lamport stamp.
+/// The entry's id (the request UUID, or a random one for configuration entries) tells them
+/// apart, so such a divergence is detected and repaired instead of silently kept.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct LogPos {
     /// Position in the log; 0 is the empty log.
@@ -80,6 +82,8 @@ pub struct LogPos {
     pub epoch: Epoch,
     /// Lamport stamp of the entry.
     pub lamport: Lamport,
+    /// The entry's id.
+    pub id: Uuid,
 }
 
 impl LogPos {
@@ -88,6 +92,7 @@ impl LogPos {
         index: 0,
         epoch: 0,
         lamport: 0,
+        id: Uuid::nil(),
     };
 }
 
@@ -136,6 +141,7 @@ impl Entry {
             index: self.index,
             epoch: self.epoch,
             lamport: self.lamport,
+            id: self.id,
         }
     }
 

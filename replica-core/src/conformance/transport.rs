@@ -283,6 +283,7 @@ async fn large_snapshot_round_trips<H: TransportHarness>(harness: &H) {
             index: 1000,
             epoch: 3,
             lamport: 1999,
+            ..LogPos::ZERO
         },
         config: config(),
         state: state.into(),
@@ -520,6 +521,7 @@ fn every_body() -> Vec<Body> {
         index: 17,
         epoch: 3,
         lamport: 40,
+        ..LogPos::ZERO
     };
     let entries = vec![
         Entry {

@@ -27,6 +27,10 @@ use crate::state_machine::StateMachine;
 use crate::types::{Epoch, NodeId, Role};
 
 /// One election round, as the candidate sees it.
+///
+/// A replica counts as dead only if it stays silent for the whole round, although it is asked
+/// again at every tick: one lost query or reply must not make a live replica look dead, or two
+/// candidates could each think they are alone and both take office.
 #[derive(Debug)]
 pub(super) struct Election {
     /// When to stop waiting (for answers, or for the announcement).
@@ -37,15 +41,19 @@ pub(super) struct Election {
     asked: BTreeSet<NodeId>,
     /// Their answers, with the epoch each answered in.
     replies: BTreeMap<NodeId, (Epoch, ElectionReply)>,
-    /// Replicas whose query failed in transport.
-    failed: BTreeSet<NodeId>,
 }
 
 impl Election {
     fn complete(&self) -> bool {
+        self.asked.iter().all(|id| self.replies.contains_key(id))
+    }
+
+    fn silent(&self) -> Vec<NodeId> {
         self.asked
             .iter()
-            .all(|id| self.replies.contains_key(id) || self.failed.contains(id))
+            .filter(|id| !self.replies.contains_key(*id))
+            .cloned()
+            .collect()
     }
 }
 
@@ -55,7 +63,7 @@ impl<S: StateMachine, R> Replica<S, R> {
         self.now + self.cfg.election_wait_ms + jitter
     }
 
-    /// Start a round: become a candidate and ask every known replica once.
+    /// Start a round: become a candidate and ask every known replica.
     pub(super) fn start_election(&mut self) {
         let asked = self.known_replicas();
         let deadline = self.election_deadline();
@@ -67,7 +75,6 @@ impl<S: StateMachine, R> Replica<S, R> {
             waiting: false,
             asked: asked.clone(),
             replies: BTreeMap::new(),
-            failed: BTreeSet::new(),
         });
         if was != Role::Candidate {
             self.event(Event::RoleChanged {
@@ -104,7 +111,7 @@ impl<S: StateMachine, R> Replica<S, R> {
         let answer = ElectionReply {
             rank: self.rank(),
             in_sync: self.config.in_sync.contains(&self.id),
-            confirmed: self.confirmed,
+            confirmed: self.confirmed && self.lease_valid(),
             primary: live_primary.clone(),
             config_in_sync: self.config.in_sync.iter().cloned().collect(),
             last: self.log.last(),
@@ -134,32 +141,28 @@ impl<S: StateMachine, R> Replica<S, R> {
         }
     }
 
-    pub(super) fn on_election_query_failed(&mut self, to: &NodeId) {
-        let Some(el) = self.election.as_mut() else {
-            return;
-        };
-        if el.waiting {
-            return;
-        }
-        el.failed.insert(to.clone());
-        if self.role == Role::Candidate && el.complete() {
-            self.decide();
-        }
-    }
+    /// A query failed in transport: it is asked again at the next tick, until the deadline.
+    pub(super) fn on_election_query_failed(&mut self, _to: &NodeId) {}
 
     pub(super) fn election_tick(&mut self) {
         let Some(el) = self.election.as_ref() else {
             self.start_election();
             return;
         };
-        if self.now < el.deadline {
+        if self.now >= el.deadline {
+            if el.waiting {
+                // The announcement never came: new round.
+                self.start_election();
+            } else {
+                self.decide();
+            }
             return;
         }
-        if el.waiting {
-            // The announcement never came: new round.
-            self.start_election();
-        } else {
-            self.decide();
+        if !el.waiting {
+            let rank = self.rank();
+            for to in el.silent() {
+                self.call(to, Body::ElectionQuery(rank.clone()));
+            }
         }
     }
 
@@ -241,9 +244,17 @@ impl<S: StateMachine, R> Replica<S, R> {
         }
         if epoch > self.hard.epoch {
             self.adopt_epoch(epoch, Some(from));
-        } else if self.role != Role::Primary {
+        } else if self.role == Role::Primary
+            || self.epoch_primary.as_ref().is_some_and(|p| *p != from)
+        {
+            tracing::error!(other = %from, epoch, "announcement of a second primary for our epoch; refused");
+            self.respond(reply, Body::StaleEpoch);
+            return;
+        } else {
+            self.epoch_primary = Some(from.clone());
             self.become_secondary(Some(from));
         }
+        self.primary_contact = self.now;
         self.respond(reply, Body::Ack);
     }
 }

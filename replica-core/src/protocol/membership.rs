@@ -1,4 +1,4 @@
-//! The gossiped service list (DESIGN.md §2.5): replicas and front ends, merged by
+//! The gossiped service list: replicas and front ends, merged by
 //! `(generation, heartbeat)`, suspected when their heartbeat stalls, removed after the suspicion
 //! timeout.
 //!

@@ -304,6 +304,12 @@ pub struct Replica<S: StateMachine, R> {
     clock: Lamport,
     /// Caught up with a primary's commit point since this process started.
     confirmed: bool,
+    /// When this replica last acknowledged an append (sent an `Ok`): the primary cannot have
+    /// dropped it from the in-sync set before that time plus `ack_timeout_ms`.
+    last_ack_sent: Option<u64>,
+    /// The primary accepted for the current epoch: at most one per epoch, first come. A second
+    /// one can only come from a split election, and is refused.
+    epoch_primary: Option<NodeId>,
     /// When we last heard from our primary.
     primary_contact: u64,
     /// When a secondary gives up on its primary.
@@ -317,6 +323,16 @@ pub struct Replica<S: StateMachine, R> {
     /// `(seq, index)`: once `seq` is durable, the log is durable through `index`.
     durable_marks: VecDeque<(u64, LogIndex)>,
     durable_index: LogIndex,
+    /// Store sequence number of the last hard-state save that changed the epoch; calls and
+    /// replies are held until it is durable.
+    epoch_persist_seq: u64,
+    /// Calls and replies held back until `epoch_persist_seq` is durable.
+    held: Vec<Output<R>>,
+    /// Primary: index of a configuration entry not yet durable locally. It is not replicated
+    /// until it is, so no secondary ever holds a configuration its primary could forget.
+    unsynced_config: Option<LogIndex>,
+    /// Primary: when the last tick ran, to notice our own stalls.
+    last_tick: u64,
     /// Secondary: append replies waiting for durability, `(matched, reply, msg)`.
     pending_acks: VecDeque<(LogIndex, R, Message)>,
 
@@ -334,6 +350,8 @@ pub struct Replica<S: StateMachine, R> {
 
     // --- membership
     services: Services,
+    /// Addresses configured at start (`--primary`): always gossiped to.
+    seeds: Vec<NodeId>,
     next_gossip: u64,
 
     outputs: Vec<Output<R>>,
@@ -426,6 +444,12 @@ impl<S: StateMachine, R> Replica<S, R> {
             primary: None,
             clock,
             confirmed: false,
+            last_ack_sent: None,
+            epoch_persist_seq: 0,
+            held: Vec::new(),
+            unsynced_config: None,
+            last_tick: now,
+            epoch_primary: None,
             primary_contact: now,
             failure_deadline: 0,
             store_seq: 0,
@@ -440,6 +464,7 @@ impl<S: StateMachine, R> Replica<S, R> {
             pending_ids: IdMap::default(),
             election: None,
             services: Services::new(start.id.clone(), ServiceKind::Replica, generation),
+            seeds: start.seeds.clone(),
             next_gossip: now,
             outputs: Vec::new(),
             stats: Stats::default(),
@@ -458,7 +483,11 @@ impl<S: StateMachine, R> Replica<S, R> {
         {
             r.services.add_seed(seed, now);
         }
-        if start.initial_primary && r.log.last().index == 0 {
+        // Bootstrap only a replica that has never held an epoch: one that crashed before its
+        // first entry was durable has its epoch on disk and must not take it (or the next one)
+        // unilaterally; it lets the election decide like any restarted replica.
+        let fresh = r.log.last().index == 0 && r.hard.epoch == 0 && r.applied.index == 0;
+        if start.initial_primary && fresh {
             r.become_primary_initial();
         } else {
             r.reset_failure_deadline();
@@ -487,7 +516,22 @@ impl<S: StateMachine, R> Replica<S, R> {
     /// Flush batched work (store appends, replication) and hand back everything to execute.
     pub fn take_outputs(&mut self) -> Vec<Output<R>> {
         self.flush();
-        std::mem::take(&mut self.outputs)
+        let mut out = std::mem::take(&mut self.outputs);
+        if self.durable_seq < self.epoch_persist_seq {
+            // Nothing leaves this replica under an epoch it could forget in a crash: a
+            // restarted replica that forgot it would take or accept the same epoch again.
+            let (keep, hold): (Vec<_>, Vec<_>) = out
+                .into_iter()
+                .partition(|o| matches!(o, Output::Store { .. } | Output::Event(_)));
+            self.held.extend(hold);
+            return keep;
+        }
+        if !self.held.is_empty() {
+            let mut released = std::mem::take(&mut self.held);
+            released.extend(out);
+            out = released;
+        }
+        out
     }
 
     /// Current view of this replica.
@@ -574,6 +618,12 @@ impl<S: StateMachine, R> Replica<S, R> {
             Body::AppendReply(r) => self.on_append_reply(from, msg.epoch, r),
             Body::ElectionReply(r) => self.on_election_reply(from, msg.epoch, r),
             Body::Services(list) => self.merge_services(&list),
+            Body::StaleEpoch if msg.epoch == self.hard.epoch && self.role == Role::Primary => {
+                // Refused at our own epoch: someone accepted another primary for it (a split
+                // election). Stand down; the other primary's appends or a new round settle it.
+                tracing::error!(peer = %from, epoch = msg.epoch, "another primary holds our epoch; stepping down");
+                self.become_secondary(None);
+            }
             Body::StaleEpoch | Body::Ack => {}
             _ => {}
         }
@@ -605,6 +655,7 @@ impl<S: StateMachine, R> Replica<S, R> {
                 break;
             }
             if let Some((_, reply, msg)) = self.pending_acks.pop_front() {
+                self.last_ack_sent = Some(self.now);
                 self.outputs.push(Output::Respond { reply, msg });
             }
         }
@@ -615,6 +666,26 @@ impl<S: StateMachine, R> Replica<S, R> {
 
     fn on_tick(&mut self) {
         let now = self.now;
+        let stalled_ms = now.saturating_sub(self.last_tick);
+        self.last_tick = now;
+        if stalled_ms > self.cfg.ack_timeout_ms / 4 && self.role != Role::Primary {
+            // We did not run for a while: the primary may have dropped us meanwhile, and
+            // silence from it says nothing. Until we acknowledge an append again we may not
+            // take office on our own word.
+            self.last_ack_sent = None;
+        }
+        if self.role == Role::Primary && stalled_ms > self.cfg.ack_timeout_ms / 4 {
+            // We did not run for a while (a pause, an overloaded machine). Silence from the
+            // secondaries over that time says nothing about them: give each a fresh ack
+            // timeout rather than dropping them all on this tick and committing alone.
+            tracing::warn!(
+                stalled_ms,
+                "primary stalled; restarting the secondaries' ack timers"
+            );
+            for f in self.followers.values_mut() {
+                f.last_ack = now;
+            }
+        }
         if now >= self.next_gossip {
             self.next_gossip = now + self.cfg.gossip_interval_ms;
             self.gossip();
@@ -679,7 +750,15 @@ impl<S: StateMachine, R> Replica<S, R> {
             self.event(Event::ServiceRemoved { address: e.address });
         }
         let list = self.services.to_vec(self.primary.as_ref());
-        let targets: Vec<NodeId> = self.services.replicas().cloned().collect();
+        // Seeds and configuration members are gossiped to even after membership removed them:
+        // a restarted process that knows nobody else learns the cluster from them.
+        let targets: Vec<NodeId> = self
+            .known_replicas()
+            .into_iter()
+            .chain(self.seeds.iter().filter(|s| **s != self.id).cloned())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
         for to in targets {
             self.call(to, Body::Gossip(list.clone()));
         }
@@ -703,7 +782,9 @@ impl<S: StateMachine, R> Replica<S, R> {
             return;
         }
         self.hard.epoch = epoch;
+        self.epoch_primary = primary.clone();
         self.save_hard_state();
+        self.epoch_persist_seq = self.store_seq;
         self.become_secondary(primary);
     }
 
@@ -716,7 +797,9 @@ impl<S: StateMachine, R> Replica<S, R> {
         let changed = was != Role::Secondary || self.primary != primary;
         self.role = Role::Secondary;
         self.primary = primary;
-        self.primary_contact = self.now;
+        // Not `primary_contact`: only a message from the primary itself is contact. Following a
+        // primary that someone else vouched for must not let us vouch for it in turn, or
+        // replicas keep a dead primary "alive" for each other forever.
         self.reset_failure_deadline();
         if changed {
             self.event(Event::RoleChanged {
@@ -735,10 +818,35 @@ impl<S: StateMachine, R> Replica<S, R> {
     /// Eligible to win an election: in the in-sync set of the latest configuration, and caught
     /// up with a primary since this process started.
     fn eligible(&self) -> bool {
-        self.confirmed && self.config.in_sync.contains(&self.id)
+        self.confirmed && self.config.in_sync.contains(&self.id) && self.lease_valid()
+    }
+
+    /// Whether the primary cannot have dropped us from the in-sync set without our knowing.
+    ///
+    /// The primary drops a secondary only after `ack_timeout_ms` without an acknowledgement
+    /// from it. Up to the primary's last message to us, our acknowledgements kept flowing (the
+    /// last one less than the ack timeout, less a tenth for clock-rate differences, before that
+    /// message), so up to then we were in. After it the primary was silent: dead, under the
+    /// crash-stop model — unless *we* were the silent one (a pause: see `on_tick`, which
+    /// voids the lease), or our acknowledgements were stuck behind a stalled disk while its
+    /// messages still arrived (then this check fails). Such a replica may have been dropped and
+    /// must not take office on its own word.
+    fn lease_valid(&self) -> bool {
+        let lease = self.cfg.ack_timeout_ms - self.cfg.ack_timeout_ms / 10;
+        self.last_ack_sent
+            .is_some_and(|t| self.primary_contact.saturating_sub(t) < lease)
     }
 
     fn rank(&self) -> message::Rank {
+        #[cfg(feature = "bug-injection")]
+        if crate::bug_injection::active(crate::bug_injection::Bug::ElectByIdOnly) {
+            let node = self.id.clone();
+            return message::Rank {
+                last_epoch: 0,
+                last_lamport: 0,
+                node,
+            };
+        }
         let last = self.log.last();
         message::Rank {
             last_epoch: last.epoch,
@@ -824,7 +932,9 @@ impl<S: StateMachine, R> Replica<S, R> {
         if self.unpersisted.is_empty() {
             return;
         }
-        let entries = std::mem::take(&mut self.unpersisted);
+        // Keep the buffer's capacity for the next batch instead of regrowing it from empty.
+        let capacity = self.unpersisted.capacity();
+        let entries = std::mem::replace(&mut self.unpersisted, Vec::with_capacity(capacity));
         let last = entries.last().map_or(0, |e| e.index);
         self.store_seq += 1;
         self.durable_marks.push_back((self.store_seq, last));

@@ -65,8 +65,10 @@ impl<S: StateMachine, R> Replica<S, R> {
         debug_assert!(epoch > self.hard.epoch, "a new primary needs a new epoch");
         self.hard.epoch = epoch;
         self.save_hard_state();
+        self.epoch_persist_seq = self.store_seq;
         self.role = super::Role::Primary;
         self.primary = Some(self.id.clone());
+        self.epoch_primary = Some(self.id.clone());
         self.confirmed = true;
         self.election = None;
         let last = self.log.last().index;
@@ -134,6 +136,7 @@ impl<S: StateMachine, R> Replica<S, R> {
             id: config_id(&mut self.rng),
             payload: Payload::Config(config),
         };
+        self.unsynced_config = Some(entry.index);
         self.append_local(entry);
     }
 
@@ -231,6 +234,18 @@ impl<S: StateMachine, R> Replica<S, R> {
     pub(super) fn replicate(&mut self) {
         let now = self.now;
         let resend_after = (self.cfg.ack_timeout_ms / 4).max(2 * self.cfg.heartbeat_interval_ms);
+        // A configuration entry goes out only once it is durable here (a crash must not leave
+        // secondaries with a configuration their primary forgot); entries after it wait too.
+        if self
+            .unsynced_config
+            .is_some_and(|c| c <= self.durable_index)
+        {
+            self.unsynced_config = None;
+        }
+        let send_limit = match self.unsynced_config {
+            Some(c) => c - 1,
+            None => self.log.last().index,
+        };
         let last = self.log.last();
         let base = self.log.base();
         let mut snapshot_for: Vec<NodeId> = Vec::new();
@@ -250,7 +265,7 @@ impl<S: StateMachine, R> Replica<S, R> {
             {
                 continue;
             }
-            let has_entries = f.next <= last.index;
+            let has_entries = f.next <= send_limit;
             let heartbeat_due = f
                 .last_sent
                 .is_none_or(|t| now.saturating_sub(t) >= cfg.heartbeat_interval_ms);
@@ -266,7 +281,13 @@ impl<S: StateMachine, R> Replica<S, R> {
                 f.next = last.index + 1;
                 continue;
             };
-            let entries = log.slice(f.next, cfg.batch_entries_max, cfg.batch_bytes_max);
+            let sendable =
+                usize::try_from(send_limit + 1 - f.next.min(send_limit + 1)).unwrap_or(usize::MAX);
+            let entries = log.slice(
+                f.next,
+                cfg.batch_entries_max.min(sendable),
+                cfg.batch_bytes_max,
+            );
             let append = Append {
                 prev,
                 entries,
@@ -366,6 +387,10 @@ impl<S: StateMachine, R> Replica<S, R> {
         }
         let mut commit = self.durable_index.min(self.log.last().index);
         for m in self.config.in_sync.iter().filter(|m| **m != self.id) {
+            #[cfg(feature = "bug-injection")]
+            if crate::bug_injection::active(crate::bug_injection::Bug::AckBeforeReplication) {
+                break;
+            }
             commit = commit.min(self.followers.get(m).map_or(0, |f| f.matched));
         }
         if commit > self.hard.commit {

@@ -21,12 +21,16 @@ impl<S: StateMachine, R> Replica<S, R> {
         }
         if epoch > self.hard.epoch {
             self.adopt_epoch(epoch, Some(from.clone()));
-        } else if self.role == Role::Primary {
-            // Two primaries in one epoch can only come from a split brain; refuse, loudly.
-            tracing::error!(other = %from, epoch, "another primary in our epoch; refusing its append");
+        } else if self.role == Role::Primary
+            || self.epoch_primary.as_ref().is_some_and(|p| p != from)
+        {
+            // Two primaries in one epoch can only come from a split election: the first one
+            // accepted keeps it; refuse the other, loudly (it steps down on this answer).
+            tracing::error!(other = %from, epoch, "a second primary for our epoch; refusing it");
             self.respond(reply, Body::StaleEpoch);
             return None;
         }
+        self.epoch_primary = Some(from.clone());
         if self.role != Role::Secondary || self.primary.as_ref() != Some(from) {
             self.become_secondary(Some(from.clone()));
         }
@@ -111,6 +115,7 @@ impl<S: StateMachine, R> Replica<S, R> {
         let pending_before = self.unpersisted.first().map(|e| e.index);
         let durable = matched <= self.durable_index && pending_before.is_none_or(|i| i > matched);
         if durable && self.pending_acks.is_empty() {
+            self.last_ack_sent = Some(self.now);
             self.outputs.push(super::Output::Respond { reply, msg });
         } else {
             self.pending_acks.push_back((matched, reply, msg));

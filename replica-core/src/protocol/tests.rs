@@ -269,6 +269,18 @@ fn secondary_redirects_and_fences() {
             ..
         }
     )));
+    // Nothing is said under epoch 2 before epoch 2 is durable.
+    assert!(
+        responds(&out).is_empty(),
+        "replied before the new epoch was durable"
+    );
+    s.step(
+        1,
+        Input::Persisted {
+            seq: last_seq(&out),
+        },
+    );
+    let out = s.take_outputs();
     assert_eq!(
         responds(&out),
         vec![(
@@ -400,6 +412,13 @@ fn secondary_acks_durable_reports_gaps_and_divergence() {
         },
     );
     let out = s.take_outputs();
+    s.step(
+        4,
+        Input::Persisted {
+            seq: last_seq(&out),
+        },
+    );
+    let out = s.take_outputs();
     assert_eq!(
         responds(&out),
         vec![(
@@ -500,6 +519,7 @@ fn primary_waits_for_every_in_sync_secondary() {
                         index: 1,
                         epoch: 1,
                         lamport: 1,
+                        ..LogPos::ZERO
                     },
                 }),
             ),
@@ -688,7 +708,10 @@ fn election_ranks_by_log_freshness_not_address() {
     let mut a: Replica<KvMachine, R> =
         Replica::new(start("a", false), cfg(), KvMachine::default(), recovered, 0).unwrap();
     a.take_outputs();
-    a.confirmed = true; // it was caught up with p before p died
+    a.confirmed = true; // it was caught up with p before p died...
+    a.last_ack_sent = Some(1_900); // ...and acknowledged its last append just before
+    a.primary_contact = 1_900;
+    a.last_tick = 1_990; // it has been running (no stall of its own)
     a.step(2_000, Input::Tick);
     let out = a.take_outputs();
     let asked: Vec<&NodeId> = calls(&out)
@@ -724,7 +747,28 @@ fn election_ranks_by_log_freshness_not_address() {
             kind: CallKind::ElectionQuery,
         },
     );
-    let out = a.take_outputs();
+    // p stays silent, though asked again at every tick, until the round's deadline.
+    let mut out = a.take_outputs();
+    for t in (2_010..2_400).step_by(10) {
+        a.step(t, Input::Tick);
+        let o = a.take_outputs();
+        if a.status().role == Role::Candidate {
+            let asked_p = calls(&o)
+                .iter()
+                .any(|(to, b)| **to == id("p") && matches!(b, Body::ElectionQuery(_)));
+            assert!(asked_p, "p asked again at {t}");
+        }
+        out.extend(o);
+    }
+    // The announcement waits for the new epoch to be durable.
+    assert!(!calls(&out).iter().any(|(_, b)| matches!(b, Body::Announce)));
+    a.step(
+        2_400,
+        Input::Persisted {
+            seq: last_seq(&out),
+        },
+    );
+    out.extend(a.take_outputs());
     let st = a.status();
     assert_eq!(
         st.role,

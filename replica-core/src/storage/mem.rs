@@ -32,6 +32,11 @@ struct Inner {
 }
 
 impl Inner {
+    fn make_durable(&mut self) {
+        let volatile = std::mem::take(&mut self.volatile);
+        self.durable.extend(volatile);
+    }
+
     fn recompute_next(&mut self) {
         let after_snapshot = self.snapshot.as_ref().map_or(1, |s| s.last.index + 1);
         self.next_index = self
@@ -115,14 +120,17 @@ impl LogStore for MemLogStore {
 
     async fn sync(&mut self) -> Result<(), StorageError> {
         let mut inner = self.lock();
-        let volatile = std::mem::take(&mut inner.volatile);
-        inner.durable.extend(volatile);
+        inner.make_durable();
         inner.syncs += 1;
         Ok(())
     }
 
     async fn save_hard_state(&mut self, hs: &HardState) -> Result<(), StorageError> {
-        self.lock().hard_state = *hs;
+        // Like the file store: what survives a crash is a prefix of the operations, so the
+        // appends before this save become durable with it.
+        let mut inner = self.lock();
+        inner.make_durable();
+        inner.hard_state = *hs;
         Ok(())
     }
 
@@ -138,6 +146,7 @@ impl LogStore for MemLogStore {
             )));
         }
         let mut inner = self.lock();
+        inner.make_durable();
         inner.snapshot = Some(snapshot.clone());
         inner.durable.retain(|e| e.index > compact_through);
         inner.volatile.retain(|e| e.index > compact_through);

@@ -8,8 +8,10 @@ use async_trait::async_trait;
 
 use crate::types::{Entry, HardState, LogIndex, Snapshot};
 
+pub mod file;
 #[cfg(feature = "testing")]
 mod mem;
+pub use file::{FileLogStore, FileStoreOptions};
 #[cfg(feature = "testing")]
 pub use mem::MemLogStore;
 

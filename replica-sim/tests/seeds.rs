@@ -1,0 +1,216 @@
+//! Seeded simulation runs of the register/key-value workload.
+//!
+//! - one seed gives one run (trace hashes equal);
+//! - 1,000 seeds of the crash-stop envelope with no unexplained violation;
+//! - one seed derived from the commit under test;
+//! - regression seeds for the core findings, `#[ignore]`d until the core is fixed
+//!   (`cargo test -p replica-sim --release -- --ignored` shows them failing).
+//!
+//! Seeds are tied to the simulator's RNG use: a change to the simulator that draws randomness
+//! differently moves them. Regenerate with `cargo run --release -p replica-sim -- --seeds 1000`
+//! (and `--faults lossy|targeted|partitions`), then `--seed S --trace` to confirm the scenario.
+
+use std::collections::BTreeMap;
+
+use replica_sim::trace::Fnv;
+use replica_sim::{heal_and_check, run_seed, FaultMode, KvWorkload, Params, Report, World};
+
+/// Seeds of `0..1000` in crash-stop mode that hit core finding F4 (the "rumoured primary"
+/// livelock: after the primary crashes, secondaries keep telling each other it is alive and no
+/// election completes). Each must fail with that signature only; any other failure, or a
+/// failure of any other seed, fails the test.
+const KNOWN_LIVELOCK_SEEDS: &[u64] = &[85, 614, 732, 745, 750, 812];
+
+/// The only violation kind a known-livelock seed may show.
+const LIVELOCK: &str = "no convergence after healing";
+
+fn run_range(range: std::ops::Range<u64>, mode: FaultMode) -> Vec<Report> {
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(1, 4) as u64;
+    let seeds: Vec<u64> = range.collect();
+    let chunks: Vec<Vec<u64>> = (0..threads)
+        .map(|t| seeds.iter().copied().filter(|s| s % threads == t).collect())
+        .collect();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .map(|chunk| {
+                scope.spawn(move || {
+                    chunk
+                        .into_iter()
+                        .map(|s| run_seed(s, mode, false))
+                        .filter(|r| !r.passed())
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    })
+}
+
+/// Same seed, same run: the whole event trace hashes identically, twice; another seed differs.
+#[test]
+fn same_seed_same_trace() {
+    for seed in [1, 7, 42, 1234] {
+        let a = run_seed(seed, FaultMode::CrashStop, false);
+        let b = run_seed(seed, FaultMode::CrashStop, false);
+        assert_eq!(a.trace_hash, b.trace_hash, "seed {seed}");
+        assert_eq!(a.stats, b.stats, "seed {seed}");
+        assert!(
+            a.stats.events > 1000,
+            "seed {seed} did something: {:?}",
+            a.stats
+        );
+    }
+    let a = run_seed(1, FaultMode::CrashStop, false);
+    let b = run_seed(2, FaultMode::CrashStop, false);
+    assert_ne!(a.trace_hash, b.trace_hash);
+    // The readable trace does not change the run.
+    let traced = run_seed(42, FaultMode::CrashStop, true);
+    assert_eq!(
+        traced.trace_hash,
+        run_seed(42, FaultMode::CrashStop, false).trace_hash
+    );
+    assert!(traced.trace.is_some_and(|t| t.contains("r0 boots")));
+}
+
+/// 1,000 seeds of the crash-stop envelope (crashes and restarts losing unsynced data, short
+/// pauses, slow disks, duplication, delay and reordering): no violation, except the known
+/// livelock seeds, which must show only that.
+#[test]
+fn thousand_crash_stop_seeds() {
+    let failures = run_range(0..1000, FaultMode::CrashStop);
+    let mut unexpected = Vec::new();
+    let mut known = Vec::new();
+    for r in &failures {
+        let only_livelock = r.violations.iter().all(|v| v.kind == LIVELOCK);
+        if KNOWN_LIVELOCK_SEEDS.contains(&r.seed) && only_livelock {
+            known.push(r.seed);
+        } else {
+            unexpected.push(r.to_string());
+        }
+    }
+    for s in KNOWN_LIVELOCK_SEEDS {
+        if !known.contains(s) {
+            eprintln!("seed {s} no longer hits the livelock: remove it from KNOWN_LIVELOCK_SEEDS");
+        }
+    }
+    assert!(
+        unexpected.is_empty(),
+        "{} unexpected failures:\n{}",
+        unexpected.len(),
+        unexpected.join("\n")
+    );
+}
+
+/// A seed derived from the commit under test, so every commit explores a new run: from
+/// `REPLICA_SIM_SEED` if set, else the FNV hash of `git rev-parse HEAD`, else a constant. It must
+/// pass (the known livelock F4 excepted, which it reports).
+#[test]
+fn commit_seed() {
+    let seed = std::env::var("REPLICA_SIM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            let head = std::process::Command::new("git")
+                .args(["rev-parse", "HEAD"])
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| o.stdout)
+                .unwrap_or_else(|| b"no git".to_vec());
+            let mut h = Fnv::default();
+            h.bytes(&head);
+            h.finish()
+        });
+    eprintln!(
+        "commit seed {seed} (replay: cargo run --release -p replica-sim -- --seed {seed} --trace)"
+    );
+    let r = run_seed(seed, FaultMode::CrashStop, false);
+    if r.violations.iter().all(|v| v.kind == LIVELOCK) && !r.passed() {
+        eprintln!("commit seed hit the known livelock F4:\n{r}");
+        return;
+    }
+    assert!(r.passed(), "{r}");
+}
+
+fn assert_passes(seed: u64, mode: FaultMode) {
+    let r = run_seed(seed, mode, false);
+    let kinds: BTreeMap<&str, usize> = r.violations.iter().fold(BTreeMap::new(), |mut m, v| {
+        *m.entry(v.kind).or_default() += 1;
+        m
+    });
+    assert!(r.passed(), "{kinds:?}\n{r}");
+}
+
+/// F1: message loss makes the election's failure detector unreliable. A candidate whose query
+/// to another candidate is lost decides without it; both take `max(epochs) + 1`, so two
+/// primaries lead the same epoch and a committed entry is later overwritten.
+#[test]
+#[ignore = "core finding F1: two primaries in one epoch under message loss"]
+fn f1_lossy_two_primaries_in_one_epoch() {
+    assert_passes(125, FaultMode::Lossy);
+}
+
+/// F2: a secondary dropped from the in-sync set while its disk stalled does not know it was
+/// dropped; the primary commits and acknowledges without it, then crashes. The stale secondary
+/// is "eligible" in its own view and wins (ignoring the restarted primary, which is not
+/// `confirmed`, or hearing from nobody), overwriting acknowledged writes.
+#[test]
+#[ignore = "core finding F2: stale secondary wins and overwrites acknowledged writes"]
+fn f2_stale_secondary_overwrites_acknowledged_writes() {
+    assert_passes(118, FaultMode::Targeted);
+}
+
+/// F3: with the star bootstrap (`r0` has no seeds), two primaries in one epoch without any
+/// message loss. (Seen analysed: a restarted `r0` that lost its unsynced configuration entry
+/// knows no peer, asks nobody, and elects itself into the epoch another replica also won.)
+#[test]
+#[ignore = "core finding F3: two primaries in one epoch with the star bootstrap"]
+fn f3_star_bootstrap_two_primaries() {
+    assert_passes(183, FaultMode::Targeted);
+}
+
+/// F4: the rumoured-primary livelock in the crash-stop envelope.
+#[test]
+#[ignore = "core finding F4: no election completes after the primary crashes"]
+fn f4_rumoured_primary_livelock() {
+    for &s in KNOWN_LIVELOCK_SEEDS.iter().take(1) {
+        assert_passes(s, FaultMode::CrashStop);
+    }
+    assert_passes(11, FaultMode::Targeted);
+}
+
+/// F5: after a partition splits the brain, two primaries of one epoch write different entries
+/// with the same `(index, epoch, lamport)`; after healing the replicas report the same applied
+/// position with different states, and nothing repairs it.
+#[test]
+#[ignore = "core finding F5: undetected divergence after a partition"]
+fn f5_partition_leaves_silent_divergence() {
+    assert_passes(28, FaultMode::Partitions);
+}
+
+/// F6 (found and shrunk by the proptest to the single step `Crash(0)`): the initial primary
+/// crashes before its first fsync, restarts with an empty log and `initial_primary`, and takes
+/// epoch 1 again: two reigns in one epoch, so "same (index, epoch) ⇒ same entry" no longer holds.
+#[test]
+#[ignore = "core finding F6: initial primary re-enters epoch 1 after losing its unsynced boot"]
+fn f6_initial_primary_crash_before_first_sync() {
+    let mut p = Params::draw(7_908_522_916_354_950, FaultMode::CrashStop);
+    p.replicas = 3;
+    let mut world = World::new(p.clone(), KvWorkload::new(1, 0.0, 0.0), false);
+    world.start(false);
+    world.crash_replica(0);
+    heal_and_check(&mut world);
+    let v: Vec<String> = world
+        .checker
+        .violations
+        .iter()
+        .map(|v| v.to_string())
+        .collect();
+    assert!(v.is_empty(), "{}", v.join("\n"));
+}
