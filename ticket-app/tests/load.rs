@@ -290,14 +290,14 @@ async fn the_check_catches_lost_acknowledged_purchases() {
 async fn load_survives_the_primary_crashing() {
     let mut cluster = HttpCluster::start(3).await;
     let (old, before) = cluster.primary().await.unwrap();
-    let opts = options(&cluster, Mode::Mixed, 8, 1500);
+    let opts = options(&cluster, Mode::Mixed, 8, 3000);
     let load = tokio::spawn(async move { run(&opts).await });
 
     // Phase: once the run is under way, crash the primary.
     cluster
         .wait_for("the run under way", |st| {
             st.iter()
-                .any(|s| s.role == Role::Primary && s.commit > before.commit + 200)
+                .any(|s| s.role == Role::Primary && s.commit > before.commit + 100)
         })
         .await;
     cluster.kill(old).await;
@@ -311,7 +311,7 @@ async fn load_survives_the_primary_crashing() {
         .await;
     let report = load.await.unwrap().unwrap();
     assert_passed(&report);
-    assert_eq!(report.requests, 1500);
+    assert_eq!(report.requests, 3000);
     let retries = cluster.client.stats().retries.load(Ordering::Relaxed);
     assert!(
         retries > 0,

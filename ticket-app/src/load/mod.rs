@@ -179,6 +179,13 @@ pub enum LoadError {
     /// A client task failed (a bug).
     #[error("internal error: {0}")]
     Internal(String),
+    /// The run completed but the consistency check found problems (for a command line that
+    /// must exit with a failure; the library itself returns them in the report).
+    #[error("the consistency check found {problems} problem(s)")]
+    Inconsistent {
+        /// How many.
+        problems: usize,
+    },
 }
 
 /// What a run measured and found.
