@@ -45,7 +45,8 @@ fn latency_range(values: impl Iterator<Item = f64>) -> std::ops::Range<f64> {
     if lo > hi {
         lo = LATENCY_MS_FLOOR;
     }
-    (lo / 1.5).max(LATENCY_MS_FLOOR)..(hi * 1.5).max(lo * 10.0)
+    // Headroom above for the legend.
+    (lo / 1.5).max(LATENCY_MS_FLOOR)..(hi * 4.0).max(lo * 10.0)
 }
 
 /// The run's report: latency over time above, the latency distribution below.
@@ -76,6 +77,7 @@ fn timeline_chart(
     let mut chart = ChartBuilder::on(area)
         .caption(format!("{TIMELINE_CAPTION} ({title})"), ("sans-serif", 18))
         .margin(12)
+        .margin_right(36)
         .x_label_area_size(40)
         .y_label_area_size(70)
         .build_cartesian_2d(0f64..t_max, y.log_scale())
@@ -84,12 +86,14 @@ fn timeline_chart(
         .configure_mesh()
         .x_desc("time since start (s)")
         .y_desc("latency (ms)")
+        .light_line_style(TRANSPARENT)
         .draw()
         .map_err(err)?;
+    // Drawn from the top line down, so the median is never hidden under a tail line.
     let series: [Series<TimelinePoint>; 3] = [
+        ("max", RGBColor(220, 60, 60), |p| p.max_ms),
+        ("p99", RGBColor(230, 140, 0), |p| p.p99_ms),
         ("p50", BLUE, |p| p.p50_ms),
-        ("p99", RGBColor(230, 120, 0), |p| p.p99_ms),
-        ("max", RED, |p| p.max_ms),
     ];
     for (name, color, value) in series {
         chart
@@ -145,6 +149,7 @@ fn distribution_chart(
     let mut chart = ChartBuilder::on(area)
         .caption(DISTRIBUTION_CAPTION, ("sans-serif", 18))
         .margin(12)
+        .margin_right(36)
         .x_label_area_size(40)
         .y_label_area_size(70)
         .build_cartesian_2d(0f64..x_max, y.log_scale())
@@ -153,6 +158,7 @@ fn distribution_chart(
         .configure_mesh()
         .x_desc("percentile")
         .y_desc("latency (ms)")
+        .light_line_style(TRANSPARENT)
         .x_labels(x_max as usize + 1)
         .x_label_formatter(&nines_label)
         .draw()
@@ -190,6 +196,7 @@ pub fn sweep_svg(sweep: &SweepReport) -> Result<String, LoadError> {
                 ("sans-serif", 18),
             )
             .margin(12)
+            .margin_right(36)
             .x_label_area_size(40)
             .y_label_area_size(80)
             .build_cartesian_2d(x(), 0f64..rps_max)
@@ -197,7 +204,9 @@ pub fn sweep_svg(sweep: &SweepReport) -> Result<String, LoadError> {
         chart
             .configure_mesh()
             .x_desc("concurrent clients")
+            .x_label_formatter(&|x| format!("{x:.0}"))
             .y_desc("requests/s")
+            .light_line_style(TRANSPARENT)
             .draw()
             .map_err(err)?;
         let pts: Vec<(f64, f64)> = runs
@@ -227,6 +236,7 @@ pub fn sweep_svg(sweep: &SweepReport) -> Result<String, LoadError> {
         let mut chart = ChartBuilder::on(&bottom)
             .caption(SWEEP_LATENCY_CAPTION, ("sans-serif", 18))
             .margin(12)
+            .margin_right(36)
             .x_label_area_size(40)
             .y_label_area_size(80)
             .build_cartesian_2d(x(), y.log_scale())
@@ -234,7 +244,9 @@ pub fn sweep_svg(sweep: &SweepReport) -> Result<String, LoadError> {
         chart
             .configure_mesh()
             .x_desc("concurrent clients")
+            .x_label_formatter(&|x| format!("{x:.0}"))
             .y_desc("latency (ms)")
+            .light_line_style(TRANSPARENT)
             .draw()
             .map_err(err)?;
         let series: [Series<LoadReport>; 2] = [
