@@ -227,7 +227,7 @@ impl<S: StateMachine, R> Replica<S, R> {
             tracing::info!(epoch, ?in_sync, "won the election");
             self.stats.elections_won += 1;
             self.event(Event::ElectionWon { epoch });
-            self.take_office(epoch, in_sync);
+            self.claim_office(epoch, in_sync);
         } else {
             let deadline = self.election_deadline();
             if let Some(el) = self.election.as_mut() {

@@ -347,6 +347,8 @@ pub struct Replica<S: StateMachine, R> {
 
     // --- candidate
     election: Option<Election>,
+    /// Won, waiting for the new epoch to be durable before taking office: (epoch, in-sync).
+    pending_office: Option<(Epoch, BTreeSet<NodeId>)>,
 
     // --- membership
     services: Services,
@@ -463,6 +465,7 @@ impl<S: StateMachine, R> Replica<S, R> {
             late_waiters: Vec::new(),
             pending_ids: IdMap::default(),
             election: None,
+            pending_office: None,
             services: Services::new(start.id.clone(), ServiceKind::Replica, generation),
             seeds: start.seeds.clone(),
             next_gossip: now,
@@ -662,6 +665,9 @@ impl<S: StateMachine, R> Replica<S, R> {
         if self.role == Role::Primary {
             self.advance_commit();
         }
+        if self.pending_office.is_some() {
+            self.take_pending_office();
+        }
     }
 
     fn on_tick(&mut self) {
@@ -697,6 +703,8 @@ impl<S: StateMachine, R> Replica<S, R> {
                     self.start_election();
                 }
             }
+            // A won election waits for its epoch to be durable, not for a new round.
+            Role::Candidate if self.pending_office.is_some() => {}
             Role::Candidate => self.election_tick(),
         }
         // Persist the commit point now and then: it only saves re-applying on restart, so it is
@@ -790,6 +798,7 @@ impl<S: StateMachine, R> Replica<S, R> {
 
     fn become_secondary(&mut self, primary: Option<NodeId>) {
         let was = self.role;
+        self.pending_office = None;
         if was == Role::Primary {
             self.step_down();
         }
