@@ -320,6 +320,7 @@ impl<S: StateMachine, R> Replica<S, R> {
                 prev,
                 entries,
                 commit: hard.commit,
+                last: last.index,
             };
             let msg = Message {
                 from: id.clone(),

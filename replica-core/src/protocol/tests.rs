@@ -285,6 +285,7 @@ fn secondary_redirects_and_fences() {
         prev: LogPos::ZERO,
         entries: vec![],
         commit: 0,
+        last: 0,
     };
     s.step(
         1,
@@ -375,6 +376,7 @@ fn secondary_acks_durable_reports_gaps_and_divergence() {
         prev: LogPos::ZERO,
         entries: vec![entry(1, 1, 5), entry(2, 1, 6)],
         commit: 0,
+        last: 2,
     };
     s.step(
         1,
@@ -411,6 +413,7 @@ fn secondary_acks_durable_reports_gaps_and_divergence() {
         prev: entry(4, 1, 8).pos(),
         entries: vec![entry(5, 1, 9)],
         commit: 0,
+        last: 5,
     };
     s.step(
         3,
@@ -435,6 +438,7 @@ fn secondary_acks_durable_reports_gaps_and_divergence() {
         prev: entry(1, 1, 5).pos(),
         entries: vec![entry(2, 2, 7)],
         commit: 1,
+        last: 2,
     };
     s.step(
         4,
