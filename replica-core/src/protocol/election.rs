@@ -101,6 +101,8 @@ impl<S: StateMachine, R> Replica<S, R> {
         }
         let live_primary = match self.role {
             Role::Primary => Some(self.id.clone()),
+            // Won, waiting for the epoch to reach the disk: as good as primary to a candidate.
+            Role::Candidate if self.pending_office.is_some() => Some(self.id.clone()),
             Role::Secondary
                 if self.now.saturating_sub(self.primary_contact) < self.cfg.failure_timeout_ms =>
             {

@@ -519,20 +519,30 @@ impl<S: StateMachine, R> Replica<S, R> {
     /// Flush batched work (store appends, replication) and hand back everything to execute.
     pub fn take_outputs(&mut self) -> Vec<Output<R>> {
         self.flush();
-        let mut out = std::mem::take(&mut self.outputs);
-        if self.durable_seq < self.epoch_persist_seq {
-            // Nothing leaves this replica under an epoch it could forget in a crash: a
-            // restarted replica that forgot it would take or accept the same epoch again.
-            let (keep, hold): (Vec<_>, Vec<_>) = out
-                .into_iter()
-                .partition(|o| matches!(o, Output::Store { .. } | Output::Event(_)));
-            self.held.extend(hold);
+        let out = std::mem::take(&mut self.outputs);
+        if self.durable_seq < self.epoch_persist_seq || !self.held.is_empty() {
+            // No replication traffic leaves this replica under an epoch it could forget in a
+            // crash: a restarted replica that forgot it would accept an older primary, or take
+            // the same epoch again. Election and membership traffic still flows: a replica whose
+            // disk is slow must not look dead to a candidate (it says it is taking office).
+            let durable = self.durable_seq >= self.epoch_persist_seq;
+            let mut keep = Vec::with_capacity(out.len());
+            let mut released = if durable {
+                std::mem::take(&mut self.held)
+            } else {
+                Vec::new()
+            };
+            for o in out {
+                if !durable && holds_epoch(&o) {
+                    self.held.push(o);
+                } else if durable {
+                    released.push(o);
+                } else {
+                    keep.push(o);
+                }
+            }
+            keep.extend(released);
             return keep;
-        }
-        if !self.held.is_empty() {
-            let mut released = std::mem::take(&mut self.held);
-            released.extend(out);
-            out = released;
         }
         out
     }
@@ -1025,6 +1035,18 @@ impl<S: StateMachine, R> Replica<S, R> {
             state: Bytes::from(self.sm.snapshot()),
             dedup: self.dedup.to_vec(),
         }
+    }
+}
+
+/// Whether an output speaks for the replica's epoch in replication (appends, full copies,
+/// announcements, acknowledgements): those wait until the epoch is durable.
+fn holds_epoch<R>(o: &Output<R>) -> bool {
+    match o {
+        Output::Call { msg, .. } | Output::Respond { msg, .. } => matches!(
+            msg.body,
+            Body::Append(_) | Body::InstallSnapshot(_) | Body::Announce | Body::AppendReply(_)
+        ),
+        Output::Store { .. } | Output::Event(_) => false,
     }
 }
 
