@@ -1,5 +1,7 @@
 //! Shared pieces of the benchmarks.
 
+pub mod http_cluster;
+
 use replica_core::{SnapshotError, StateMachine};
 
 /// The empty state machine of the openraft-style benchmark: applies nothing, answers nothing.

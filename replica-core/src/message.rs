@@ -118,6 +118,10 @@ pub struct Append {
     pub entries: Vec<Entry>,
     /// The primary's commit point: the secondary may apply up to `min(commit, matched)`.
     pub commit: LogIndex,
+    /// The primary's last index when it sent this. A secondary that holds everything up to it
+    /// has every configuration entry the primary had written, so it knows whether it is still
+    /// in the in-sync set (matching only the commit point does not tell it).
+    pub last: LogIndex,
 }
 
 /// A secondary's answer to `Append` / `InstallSnapshot`. Sent only once what it acknowledges is
@@ -344,6 +348,7 @@ mod tests {
                     payload: Payload::Command(Bytes::from_static(b"cmd")),
                 }],
                 commit: 4,
+                last: 4,
             }),
         }
     }

@@ -1,10 +1,9 @@
 //! Seeded simulation runs of the register/key-value workload.
 //!
 //! - one seed gives one run (trace hashes equal);
-//! - 1,000 seeds of the crash-stop envelope with no unexplained violation;
+//! - 1,000 seeds of the crash-stop envelope with no violation at all;
 //! - one seed derived from the commit under test;
-//! - regression seeds for the core findings, `#[ignore]`d until the core is fixed
-//!   (`cargo test -p replica-sim --release -- --ignored` shows them failing).
+//! - regression seeds for the core findings F1–F7 the simulator made (all fixed).
 //!
 //! Seeds are tied to the simulator's RNG use: a change to the simulator that draws randomness
 //! differently moves them. Regenerate with `cargo run --release -p replica-sim -- --seeds 1000`
@@ -16,13 +15,9 @@ use replica_sim::trace::Fnv;
 use replica_sim::{heal_and_check, run_seed, FaultMode, KvWorkload, Params, Report, World};
 
 /// Seeds of `0..1000` in crash-stop mode that hit core finding F4 (the "rumoured primary"
-/// livelock: after the primary crashes, secondaries keep telling each other it is alive and no
-/// election completes). Each must fail with that signature only; any other failure, or a
-/// failure of any other seed, fails the test.
-const KNOWN_LIVELOCK_SEEDS: &[u64] = &[85, 614, 732, 745, 750, 812];
-
-/// The only violation kind a known-livelock seed may show.
-const LIVELOCK: &str = "no convergence after healing";
+/// livelock: after the primary crashes, secondaries kept telling each other it was alive and no
+/// election completed) before it was fixed.
+const F4_LIVELOCK_SEEDS: &[u64] = &[85, 614, 732, 745, 750, 812];
 
 fn run_range(range: std::ops::Range<u64>, mode: FaultMode) -> Vec<Report> {
     let threads = std::thread::available_parallelism()
@@ -79,31 +74,16 @@ fn same_seed_same_trace() {
 }
 
 /// 1,000 seeds of the crash-stop envelope (crashes and restarts losing unsynced data, short
-/// pauses, slow disks, duplication, delay and reordering): no violation, except the known
-/// livelock seeds, which must show only that.
+/// pauses, slow disks, duplication, delay and reordering): no violation of any kind.
 #[test]
 fn thousand_crash_stop_seeds() {
     let failures = run_range(0..1000, FaultMode::CrashStop);
-    let mut unexpected = Vec::new();
-    let mut known = Vec::new();
-    for r in &failures {
-        let only_livelock = r.violations.iter().all(|v| v.kind == LIVELOCK);
-        if KNOWN_LIVELOCK_SEEDS.contains(&r.seed) && only_livelock {
-            known.push(r.seed);
-        } else {
-            unexpected.push(r.to_string());
-        }
-    }
-    for s in KNOWN_LIVELOCK_SEEDS {
-        if !known.contains(s) {
-            eprintln!("seed {s} no longer hits the livelock: remove it from KNOWN_LIVELOCK_SEEDS");
-        }
-    }
+    let report: Vec<String> = failures.iter().map(|r| r.to_string()).collect();
     assert!(
-        unexpected.is_empty(),
-        "{} unexpected failures:\n{}",
-        unexpected.len(),
-        unexpected.join("\n")
+        report.is_empty(),
+        "{} failing seeds:\n{}",
+        report.len(),
+        report.join("\n")
     );
 }
 
@@ -131,10 +111,6 @@ fn commit_seed() {
         "commit seed {seed} (replay: cargo run --release -p replica-sim -- --seed {seed} --trace)"
     );
     let r = run_seed(seed, FaultMode::CrashStop, false);
-    if r.violations.iter().all(|v| v.kind == LIVELOCK) && !r.passed() {
-        eprintln!("commit seed hit the known livelock F4:\n{r}");
-        return;
-    }
     assert!(r.passed(), "{r}");
 }
 
@@ -151,7 +127,7 @@ fn assert_passes(seed: u64, mode: FaultMode) {
 /// to another candidate is lost decides without it; both take `max(epochs) + 1`, so two
 /// primaries lead the same epoch and a committed entry is later overwritten.
 #[test]
-#[ignore = "core finding F1: two primaries in one epoch under message loss"]
+// Regression for core finding F1 (fixed).
 fn f1_lossy_two_primaries_in_one_epoch() {
     assert_passes(125, FaultMode::Lossy);
 }
@@ -161,7 +137,7 @@ fn f1_lossy_two_primaries_in_one_epoch() {
 /// is "eligible" in its own view and wins (ignoring the restarted primary, which is not
 /// `confirmed`, or hearing from nobody), overwriting acknowledged writes.
 #[test]
-#[ignore = "core finding F2: stale secondary wins and overwrites acknowledged writes"]
+// Regression for core finding F2 (fixed).
 fn f2_stale_secondary_overwrites_acknowledged_writes() {
     assert_passes(118, FaultMode::Targeted);
 }
@@ -170,16 +146,16 @@ fn f2_stale_secondary_overwrites_acknowledged_writes() {
 /// message loss. (Seen analysed: a restarted `r0` that lost its unsynced configuration entry
 /// knows no peer, asks nobody, and elects itself into the epoch another replica also won.)
 #[test]
-#[ignore = "core finding F3: two primaries in one epoch with the star bootstrap"]
+// Regression for core finding F3 (fixed).
 fn f3_star_bootstrap_two_primaries() {
     assert_passes(183, FaultMode::Targeted);
 }
 
 /// F4: the rumoured-primary livelock in the crash-stop envelope.
 #[test]
-#[ignore = "core finding F4: no election completes after the primary crashes"]
+// Regression for core finding F4 (fixed).
 fn f4_rumoured_primary_livelock() {
-    for &s in KNOWN_LIVELOCK_SEEDS.iter().take(1) {
+    for &s in F4_LIVELOCK_SEEDS {
         assert_passes(s, FaultMode::CrashStop);
     }
     assert_passes(11, FaultMode::Targeted);
@@ -189,7 +165,7 @@ fn f4_rumoured_primary_livelock() {
 /// with the same `(index, epoch, lamport)`; after healing the replicas report the same applied
 /// position with different states, and nothing repairs it.
 #[test]
-#[ignore = "core finding F5: undetected divergence after a partition"]
+// Regression for core finding F5 (fixed).
 fn f5_partition_leaves_silent_divergence() {
     assert_passes(28, FaultMode::Partitions);
 }
@@ -198,7 +174,7 @@ fn f5_partition_leaves_silent_divergence() {
 /// crashes before its first fsync, restarts with an empty log and `initial_primary`, and takes
 /// epoch 1 again: two reigns in one epoch, so "same (index, epoch) ⇒ same entry" no longer holds.
 #[test]
-#[ignore = "core finding F6: initial primary re-enters epoch 1 after losing its unsynced boot"]
+// Regression for core finding F6 (fixed).
 fn f6_initial_primary_crash_before_first_sync() {
     let mut p = Params::draw(7_908_522_916_354_950, FaultMode::CrashStop);
     p.replicas = 3;
@@ -213,4 +189,14 @@ fn f6_initial_primary_crash_before_first_sync() {
         .map(|v| v.to_string())
         .collect();
     assert!(v.is_empty(), "{}", v.join("\n"));
+}
+
+/// F7: a restarted replica that matched a new primary's commit point, but not the configuration
+/// entry that had dropped it from the in-sync set, counted itself as caught up and later won
+/// with a log missing a committed entry (seed 823); and the crash-stop seed first reported
+/// with two primaries in one epoch (5388).
+#[test]
+fn f7_confirmed_only_when_holding_the_primary_log() {
+    assert_passes(823, FaultMode::CrashStop);
+    assert_passes(5388, FaultMode::CrashStop);
 }

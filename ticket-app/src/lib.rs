@@ -14,8 +14,12 @@
 //! - [`api`]: JSON errors, strict body and path parsing, response bodies; [`limits`]: the
 //!   bounds on names, counts and bodies; [`openapi`]: the API description.
 //! - [`server`]: serving a router on a caller-bound listener.
-//! - [`cli`]: the `ticket` binary's subcommands (`node`, `frontend`, `dev`), each a function
-//!   that takes a bound listener and a shutdown future.
+//! - [`cli`]: the `ticket` binary's subcommands (`node`, `frontend`, `dev`, `load`); the server
+//!   ones are functions that take a bound listener and a shutdown future.
+//! - [`dashboard`]: `GET /dashboard`, a self-contained page showing the cluster live, and its
+//!   JSON source `GET /cluster-view`.
+//! - [`load`]: the `ticket load` tool: concurrent traffic, latency percentiles, a consistency
+//!   check and SVG plots.
 //!
 //! ## Example
 //!
@@ -43,8 +47,10 @@
 pub mod api;
 pub mod cli;
 pub mod command;
+pub mod dashboard;
 pub mod frontend;
 pub mod limits;
+pub mod load;
 pub mod machine;
 pub mod openapi;
 pub mod query;
@@ -52,6 +58,7 @@ pub mod replica_routes;
 pub mod server;
 
 pub use command::{EventId, TicketCommand, TicketError, TicketOutput, TicketSuccess, UserId};
+pub use dashboard::{dashboard_router, DashboardOptions};
 pub use frontend::frontend_router;
 pub use machine::{InvariantViolation, TicketMachine};
 pub use query::{EventView, Holding, TicketAnswer, TicketQuery, UserView};

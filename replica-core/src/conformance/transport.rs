@@ -556,11 +556,13 @@ fn every_body() -> Vec<Body> {
             prev: pos,
             entries,
             commit: 17,
+            last: 17,
         }),
         Body::Append(Append {
             prev: LogPos::ZERO,
             entries: Vec::new(),
             commit: 0,
+            last: 0,
         }),
         Body::AppendReply(AppendReply::Ok {
             matched: 19,

@@ -101,6 +101,8 @@ impl<S: StateMachine, R> Replica<S, R> {
         }
         let live_primary = match self.role {
             Role::Primary => Some(self.id.clone()),
+            // Won, waiting for the epoch to reach the disk: as good as primary to a candidate.
+            Role::Candidate if self.pending_office.is_some() => Some(self.id.clone()),
             Role::Secondary
                 if self.now.saturating_sub(self.primary_contact) < self.cfg.failure_timeout_ms =>
             {
@@ -227,7 +229,7 @@ impl<S: StateMachine, R> Replica<S, R> {
             tracing::info!(epoch, ?in_sync, "won the election");
             self.stats.elections_won += 1;
             self.event(Event::ElectionWon { epoch });
-            self.take_office(epoch, in_sync);
+            self.claim_office(epoch, in_sync);
         } else {
             let deadline = self.election_deadline();
             if let Some(el) = self.election.as_mut() {

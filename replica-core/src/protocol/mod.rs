@@ -347,6 +347,8 @@ pub struct Replica<S: StateMachine, R> {
 
     // --- candidate
     election: Option<Election>,
+    /// Won, waiting for the new epoch to be durable before taking office: (epoch, in-sync).
+    pending_office: Option<(Epoch, BTreeSet<NodeId>)>,
 
     // --- membership
     services: Services,
@@ -463,6 +465,7 @@ impl<S: StateMachine, R> Replica<S, R> {
             late_waiters: Vec::new(),
             pending_ids: IdMap::default(),
             election: None,
+            pending_office: None,
             services: Services::new(start.id.clone(), ServiceKind::Replica, generation),
             seeds: start.seeds.clone(),
             next_gossip: now,
@@ -516,20 +519,30 @@ impl<S: StateMachine, R> Replica<S, R> {
     /// Flush batched work (store appends, replication) and hand back everything to execute.
     pub fn take_outputs(&mut self) -> Vec<Output<R>> {
         self.flush();
-        let mut out = std::mem::take(&mut self.outputs);
-        if self.durable_seq < self.epoch_persist_seq {
-            // Nothing leaves this replica under an epoch it could forget in a crash: a
-            // restarted replica that forgot it would take or accept the same epoch again.
-            let (keep, hold): (Vec<_>, Vec<_>) = out
-                .into_iter()
-                .partition(|o| matches!(o, Output::Store { .. } | Output::Event(_)));
-            self.held.extend(hold);
+        let out = std::mem::take(&mut self.outputs);
+        if self.durable_seq < self.epoch_persist_seq || !self.held.is_empty() {
+            // No replication traffic leaves this replica under an epoch it could forget in a
+            // crash: a restarted replica that forgot it would accept an older primary, or take
+            // the same epoch again. Election and membership traffic still flows: a replica whose
+            // disk is slow must not look dead to a candidate (it says it is taking office).
+            let durable = self.durable_seq >= self.epoch_persist_seq;
+            let mut keep = Vec::with_capacity(out.len());
+            let mut released = if durable {
+                std::mem::take(&mut self.held)
+            } else {
+                Vec::new()
+            };
+            for o in out {
+                if !durable && holds_epoch(&o) {
+                    self.held.push(o);
+                } else if durable {
+                    released.push(o);
+                } else {
+                    keep.push(o);
+                }
+            }
+            keep.extend(released);
             return keep;
-        }
-        if !self.held.is_empty() {
-            let mut released = std::mem::take(&mut self.held);
-            released.extend(out);
-            out = released;
         }
         out
     }
@@ -662,6 +675,9 @@ impl<S: StateMachine, R> Replica<S, R> {
         if self.role == Role::Primary {
             self.advance_commit();
         }
+        if self.pending_office.is_some() {
+            self.take_pending_office();
+        }
     }
 
     fn on_tick(&mut self) {
@@ -697,6 +713,8 @@ impl<S: StateMachine, R> Replica<S, R> {
                     self.start_election();
                 }
             }
+            // A won election waits for its epoch to be durable, not for a new round.
+            Role::Candidate if self.pending_office.is_some() => {}
             Role::Candidate => self.election_tick(),
         }
         // Persist the commit point now and then: it only saves re-applying on restart, so it is
@@ -790,6 +808,7 @@ impl<S: StateMachine, R> Replica<S, R> {
 
     fn become_secondary(&mut self, primary: Option<NodeId>) {
         let was = self.role;
+        self.pending_office = None;
         if was == Role::Primary {
             self.step_down();
         }
@@ -1016,6 +1035,18 @@ impl<S: StateMachine, R> Replica<S, R> {
             state: Bytes::from(self.sm.snapshot()),
             dedup: self.dedup.to_vec(),
         }
+    }
+}
+
+/// Whether an output speaks for the replica's epoch in replication (appends, full copies,
+/// announcements, acknowledgements): those wait until the epoch is durable.
+fn holds_epoch<R>(o: &Output<R>) -> bool {
+    match o {
+        Output::Call { msg, .. } | Output::Respond { msg, .. } => matches!(
+            msg.body,
+            Body::Append(_) | Body::InstallSnapshot(_) | Body::Announce | Body::AppendReply(_)
+        ),
+        Output::Store { .. } | Output::Event(_) => false,
     }
 }
 

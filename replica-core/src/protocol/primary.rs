@@ -56,16 +56,44 @@ impl Follower {
 impl<S: StateMachine, R> Replica<S, R> {
     /// First boot of the configured primary: epoch 1, in-sync set of one.
     pub(super) fn become_primary_initial(&mut self) {
+        self.role = Role::Candidate;
         let epoch = self.hard.epoch + 1;
-        self.take_office(epoch, BTreeSet::new());
+        self.claim_office(epoch, BTreeSet::new());
     }
 
-    /// Become primary for `epoch` with `in_sync` (plus ourselves) as the in-sync set.
-    pub(super) fn take_office(&mut self, epoch: Epoch, mut in_sync: BTreeSet<NodeId>) {
+    /// Won an election (or bootstrapping): make the new epoch durable first, and take office
+    /// only once it is. A replica that crashes before that never was primary of the epoch, so
+    /// another may legitimately take it; one that took office had the epoch on disk, and
+    /// reports it to every later election.
+    pub(super) fn claim_office(&mut self, epoch: Epoch, in_sync: BTreeSet<NodeId>) {
         debug_assert!(epoch > self.hard.epoch, "a new primary needs a new epoch");
         self.hard.epoch = epoch;
+        self.epoch_primary = Some(self.id.clone());
+        self.election = None;
         self.save_hard_state();
         self.epoch_persist_seq = self.store_seq;
+        self.pending_office = Some((epoch, in_sync));
+        if self.durable_seq >= self.epoch_persist_seq {
+            self.take_pending_office();
+        }
+    }
+
+    /// Take office if the claimed epoch is durable and still ours.
+    pub(super) fn take_pending_office(&mut self) {
+        if self.durable_seq < self.epoch_persist_seq {
+            return;
+        }
+        let Some((epoch, in_sync)) = self.pending_office.take() else {
+            return;
+        };
+        if epoch == self.hard.epoch && self.role == Role::Candidate {
+            self.take_office(epoch, in_sync);
+        }
+    }
+
+    /// Become primary for `epoch` (already durable) with `in_sync` (plus ourselves) as the
+    /// in-sync set.
+    fn take_office(&mut self, epoch: Epoch, mut in_sync: BTreeSet<NodeId>) {
         self.role = super::Role::Primary;
         self.primary = Some(self.id.clone());
         self.epoch_primary = Some(self.id.clone());
@@ -292,6 +320,7 @@ impl<S: StateMachine, R> Replica<S, R> {
                 prev,
                 entries,
                 commit: hard.commit,
+                last: last.index,
             };
             let msg = Message {
                 from: id.clone(),

@@ -99,7 +99,9 @@ impl<S: StateMachine, R> Replica<S, R> {
             self.respond(reply, Body::AppendReply(AppendReply::Diverged { last }));
             return;
         }
-        if matched >= a.commit {
+        // Holding everything the primary had (not just its commit point) means holding its
+        // latest configuration, so our view of our own in-sync membership is current.
+        if matched >= a.last {
             self.confirmed = true;
         }
         let body = Body::AppendReply(AppendReply::Ok {
@@ -165,7 +167,6 @@ impl<S: StateMachine, R> Replica<S, R> {
         self.last_snapshot = snap.last;
         self.hard.commit = snap.last.index;
         self.clock = self.clock.max(snap.last.lamport);
-        self.confirmed = true;
         // The old log is gone: nothing of it may be acknowledged or counted durable any more.
         self.unpersisted.clear();
         self.durable_marks.clear();

@@ -109,6 +109,37 @@ fn last_seq(out: &[Output<R>]) -> u64 {
         .unwrap()
 }
 
+/// Boot `p` as the initial primary and complete every storage operation it asks for.
+fn booted_primary() -> Replica<KvMachine, R> {
+    let mut p: Replica<KvMachine, R> = Replica::new(
+        start("p", true),
+        cfg(),
+        KvMachine::default(),
+        Recovered::default(),
+        0,
+    )
+    .unwrap();
+    for _ in 0..4 {
+        let out = p.take_outputs();
+        if stores(&out).is_empty() {
+            break;
+        }
+        p.step(
+            0,
+            Input::Persisted {
+                seq: last_seq(&out),
+            },
+        );
+    }
+    assert_eq!(p.status().role, Role::Primary);
+    assert_eq!(
+        p.status().commit,
+        1,
+        "the first configuration entry is committed"
+    );
+    p
+}
+
 /// A lone primary: a write is appended, persisted, and answered only once the store reports it
 /// durable (in-sync set = itself).
 #[test]
@@ -122,9 +153,9 @@ fn lone_primary_answers_after_durable() {
     )
     .unwrap();
     let out = p.take_outputs();
-    // Boot: generation saved, then epoch 1 saved, then the first config entry appended.
+    // Boot: generation saved, then epoch 1 saved; nothing else until epoch 1 is durable.
     let ops = stores(&out);
-    assert_eq!(ops.len(), 3, "{ops:?}");
+    assert_eq!(ops.len(), 2, "{ops:?}");
     assert!(matches!(
         ops[0],
         StoreOp::HardState(HardState {
@@ -137,8 +168,24 @@ fn lone_primary_answers_after_durable() {
         ops[1],
         StoreOp::HardState(HardState { epoch: 1, .. })
     ));
-    let StoreOp::Append(entries) = ops[2] else {
-        panic!("expected append, got {:?}", ops[2])
+    assert_eq!(
+        p.status().role,
+        Role::Candidate,
+        "not primary before its epoch is durable"
+    );
+    p.step(
+        0,
+        Input::Persisted {
+            seq: last_seq(&out),
+        },
+    );
+    // Epoch 1 durable: office taken, the first configuration entry appended.
+    let out = p.take_outputs();
+    assert_eq!(p.status().role, Role::Primary);
+    let ops = stores(&out);
+    assert_eq!(ops.len(), 1, "{ops:?}");
+    let StoreOp::Append(entries) = ops[0] else {
+        panic!("expected append, got {:?}", ops[0])
     };
     assert_eq!(entries.len(), 1);
     assert!(matches!(&entries[0].payload, Payload::Config(c) if c.in_sync.len() == 1));
@@ -194,22 +241,7 @@ fn lone_primary_answers_after_durable() {
 /// flight waits for the first attempt.
 #[test]
 fn dedup_before_and_after_commit() {
-    let mut p: Replica<KvMachine, R> = Replica::new(
-        start("p", true),
-        cfg(),
-        KvMachine::default(),
-        Recovered::default(),
-        0,
-    )
-    .unwrap();
-    let out = p.take_outputs();
-    p.step(
-        0,
-        Input::Persisted {
-            seq: last_seq(&out),
-        },
-    );
-    p.take_outputs();
+    let mut p = booted_primary();
 
     p.step(1, write(1, 7, "k"));
     p.step(1, write(2, 7, "k")); // same id while in flight
@@ -253,6 +285,7 @@ fn secondary_redirects_and_fences() {
         prev: LogPos::ZERO,
         entries: vec![],
         commit: 0,
+        last: 0,
     };
     s.step(
         1,
@@ -343,6 +376,7 @@ fn secondary_acks_durable_reports_gaps_and_divergence() {
         prev: LogPos::ZERO,
         entries: vec![entry(1, 1, 5), entry(2, 1, 6)],
         commit: 0,
+        last: 2,
     };
     s.step(
         1,
@@ -379,6 +413,7 @@ fn secondary_acks_durable_reports_gaps_and_divergence() {
         prev: entry(4, 1, 8).pos(),
         entries: vec![entry(5, 1, 9)],
         commit: 0,
+        last: 5,
     };
     s.step(
         3,
@@ -403,6 +438,7 @@ fn secondary_acks_durable_reports_gaps_and_divergence() {
         prev: entry(1, 1, 5).pos(),
         entries: vec![entry(2, 2, 7)],
         commit: 1,
+        last: 2,
     };
     s.step(
         4,
@@ -439,22 +475,7 @@ fn secondary_acks_durable_reports_gaps_and_divergence() {
 /// `next`; a Diverged reply triggers a full copy.
 #[test]
 fn primary_waits_for_every_in_sync_secondary() {
-    let mut p: Replica<KvMachine, R> = Replica::new(
-        start("p", true),
-        cfg(),
-        KvMachine::default(),
-        Recovered::default(),
-        0,
-    )
-    .unwrap();
-    let out = p.take_outputs();
-    p.step(
-        0,
-        Input::Persisted {
-            seq: last_seq(&out),
-        },
-    );
-    p.take_outputs();
+    let mut p = booted_primary();
     // s greets: it becomes a follower on the next tick and is probed with a heartbeat.
     let greet = vec![ServiceEntry {
         kind: ServiceKind::Replica,
@@ -574,22 +595,7 @@ fn primary_waits_for_every_in_sync_secondary() {
 /// A read is served only from state at least as new as the fence.
 #[test]
 fn reads_respect_the_fence() {
-    let mut p: Replica<KvMachine, R> = Replica::new(
-        start("p", true),
-        cfg(),
-        KvMachine::default(),
-        Recovered::default(),
-        0,
-    )
-    .unwrap();
-    let out = p.take_outputs();
-    p.step(
-        0,
-        Input::Persisted {
-            seq: last_seq(&out),
-        },
-    );
-    p.take_outputs();
+    let mut p = booted_primary();
     let applied = p.status().applied.lamport;
     let q = message::to_bytes(&crate::testing::KvGet("k".into())).unwrap();
     let read = |fence| Input::Request {
@@ -752,7 +758,7 @@ fn election_ranks_by_log_freshness_not_address() {
     for t in (2_010..2_400).step_by(10) {
         a.step(t, Input::Tick);
         let o = a.take_outputs();
-        if a.status().role == Role::Candidate {
+        if a.election.is_some() {
             let asked_p = calls(&o)
                 .iter()
                 .any(|(to, b)| **to == id("p") && matches!(b, Body::ElectionQuery(_)));

@@ -7,7 +7,8 @@
 //!
 //! - [`node`]: one replica (`ticket node`);
 //! - [`frontend`]: the public REST API over the cluster (`ticket frontend`);
-//! - [`dev`]: a whole local cluster as child processes (`ticket dev`).
+//! - [`dev`]: a whole local cluster as child processes (`ticket dev`);
+//! - [`load`]: concurrent traffic against a front end and a consistency check (`ticket load`).
 //!
 //! Adding a subcommand: a new file with its `Args` and `run`, a variant in [`Command`], an arm
 //! in [`Command::run`].
@@ -26,6 +27,7 @@
 
 pub mod dev;
 pub mod frontend;
+pub mod load;
 pub mod node;
 
 use std::future::Future;
@@ -78,6 +80,9 @@ pub enum Command {
     /// `ticket dev`.
     #[command(about = dev::ABOUT, long_about = dev::LONG_ABOUT, after_help = dev::EXAMPLES)]
     Dev(dev::DevArgs),
+    /// `ticket load`.
+    #[command(about = load::ABOUT, long_about = load::LONG_ABOUT, after_help = load::EXAMPLES)]
+    Load(load::LoadArgs),
 }
 
 impl Command {
@@ -87,6 +92,7 @@ impl Command {
             Command::Node(args) => node::run(args).await,
             Command::Frontend(args) => frontend::run(args).await,
             Command::Dev(args) => dev::run(args).await,
+            Command::Load(args) => load::run(args).await,
         }
     }
 }
@@ -139,6 +145,9 @@ pub enum CliError {
     /// `ticket dev` could not start or keep its processes.
     #[error("{0}")]
     Dev(String),
+    /// `ticket load` could not run, or its consistency check failed.
+    #[error(transparent)]
+    Load(#[from] crate::load::LoadError),
 }
 
 /// The cluster key flag, shared by `node` and `frontend`.

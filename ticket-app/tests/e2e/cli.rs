@@ -32,7 +32,11 @@ fn help_on_every_subcommand() {
     let cases: &[(&[&str], &[&str])] = &[
         (
             &["--help"],
-            &["Usage: ticket <COMMAND>", "node", "frontend", "dev"],
+            &["Usage: ticket <COMMAND>", "node", "frontend", "dev", "load"],
+        ),
+        (
+            &["load", "--help"],
+            &["Usage: ticket load", "--frontend", "--mode", "--clients"],
         ),
         (
             &["node", "--help"],
@@ -197,14 +201,20 @@ async fn a_node_stops_cleanly_on_sigterm_and_on_stdin_eof() {
     };
     let mut p = Proc::start("term", &args("a"), "k3y", &dir.path().join("a.log")).await;
     let http = Http::new();
-    assert_eq!(http.status(&p.addr).await.unwrap().role, "primary");
+    eventually("the node to take office", || async {
+        http.status(&p.addr).await.filter(|s| s.role == "primary")
+    })
+    .await;
     p.signal("TERM");
     assert!(p.wait_exit().await.success());
     let log = std::fs::read_to_string(dir.path().join("a.log")).unwrap();
     assert!(log.contains("SIGTERM: stopping"), "{log}");
 
     let mut p = Proc::start("eof", &args("b"), "k3y", &dir.path().join("b.log")).await;
-    assert_eq!(http.status(&p.addr).await.unwrap().role, "primary");
+    eventually("the node to take office", || async {
+        http.status(&p.addr).await.filter(|s| s.role == "primary")
+    })
+    .await;
     p.close_stdin();
     assert!(p.wait_exit().await.success());
     let log = std::fs::read_to_string(dir.path().join("b.log")).unwrap();
