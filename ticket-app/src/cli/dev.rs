@@ -302,7 +302,7 @@ fn print_banner(args: &DevArgs, specs: &[Spec], key: &str) {
         args.replicas
     ));
     out.push_str(&format!(
-        "  front end  {fe}   (public API; {fe}/openapi.json, {fe}/metrics)\n"
+        "  front end  {fe}   (public API; {fe}/dashboard, {fe}/openapi.json, {fe}/metrics)\n"
     ));
     for (i, s) in specs
         .iter()

@@ -5,6 +5,8 @@
 //! list, and follows announcements of a new primary. On its `host:port` it serves:
 //!
 //! - the public API ([`crate::frontend_router`], with `GET /openapi.json`);
+//! - `GET /dashboard`, the cluster live in a browser, and its JSON `GET /cluster-view`
+//!   ([`crate::dashboard`]);
 //! - the cluster routes under `/cluster/` (key required), through which announcements reach it;
 //! - `GET /metrics`, Prometheus text.
 
@@ -22,6 +24,7 @@ use tokio::net::TcpListener;
 
 use super::node::METRICS_CONTENT_TYPE;
 use super::{announce_ready, parse_host_port, CliError, KeyArgs, ListenArgs};
+use crate::dashboard::{dashboard_router, DashboardOptions};
 use crate::frontend::frontend_router;
 
 /// One-line description in `ticket --help`.
@@ -100,7 +103,7 @@ pub async fn serve(
         setup.client,
     );
     let membership = tokio::spawn(client.clone().run_membership());
-    let router = frontend_app(client, setup.key);
+    let router = frontend_app(client, setup.key, &setup.me);
     tracing::info!(frontend = %setup.me, primary = %setup.primary, "front end serving");
     announce_ready("frontend", setup.me.as_str());
     let served = replica_http::serve(listener, router, shutdown).await;
@@ -108,10 +111,12 @@ pub async fn serve(
     served.map_err(CliError::Serve)
 }
 
-/// Every route a front end serves: the public API, the cluster routes and metrics.
-pub fn frontend_app<T: Transport>(client: Client<T>, key: ClusterKey) -> Router {
+/// Every route a front end serves: the public API, the dashboard, the cluster routes and
+/// metrics. `me` is the front end's own `host:port`, shown on the dashboard.
+pub fn frontend_app<T: Transport>(client: Client<T>, key: ClusterKey, me: &NodeId) -> Router {
     let handler: Arc<dyn Handler> = Arc::new(client.clone());
     let for_metrics = client.clone();
+    let dashboard = dashboard_router(client.clone(), DashboardOptions::new(me.as_str()));
     frontend_router(client)
         .route(
             "/metrics",
@@ -120,5 +125,6 @@ pub fn frontend_app<T: Transport>(client: Client<T>, key: ClusterKey) -> Router 
                 async move { ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], text) }
             }),
         )
+        .merge(dashboard)
         .merge(cluster_router(handler, key))
 }

@@ -56,6 +56,29 @@ async fn write_then_read_and_the_same_answer_from_every_backend() {
         assert_eq!(missing.status, 400);
         assert_eq!(missing.body, json!({ "error": "user 99 not found" }));
     }
+
+    // Phase: the front end's dashboard sees the same cluster: one primary, three replicas up.
+    let page = c
+        .http
+        .inner()
+        .get(format!("http://{}/dashboard", c.fe()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("<html"));
+    let (_, p) = c.primary().await.unwrap();
+    let view = eventually("the dashboard to list every replica", || async {
+        let v = c.http.get(&c.fe(), "/cluster-view").await.body;
+        let up = v["replicas"]
+            .as_array()?
+            .iter()
+            .filter(|r| r["up"] == true)
+            .count();
+        (up == 3).then_some(v)
+    })
+    .await;
+    assert_eq!(view["primary"], json!(p.id));
 }
 
 /// test_diff_ver: one secondary falls behind (SIGSTOP) while writes go on; the primary is killed
