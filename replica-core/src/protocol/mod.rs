@@ -302,7 +302,8 @@ pub struct Replica<S: StateMachine, R> {
     role: Role,
     primary: Option<NodeId>,
     clock: Lamport,
-    /// Caught up with a primary's commit point since this process started.
+    /// Holds everything the current epoch's primary had written (since this process started
+    /// and since the epoch was adopted), so its own in-sync membership is known.
     confirmed: bool,
     /// When this replica last acknowledged an append (sent an `Ok`): the primary cannot have
     /// dropped it from the in-sync set before that time plus `ack_timeout_ms`.
@@ -684,6 +685,14 @@ impl<S: StateMachine, R> Replica<S, R> {
         let now = self.now;
         let stalled_ms = now.saturating_sub(self.last_tick);
         self.last_tick = now;
+        if stalled_ms > 2 * self.cfg.tick_interval_ms {
+            // Silence from peers measured while we were not running proves nothing: an open
+            // election round gives them a full wait again, counted from now.
+            let wait = self.cfg.election_wait_ms;
+            if let Some(el) = self.election.as_mut() {
+                el.restart_after_stall(now + wait);
+            }
+        }
         if stalled_ms > self.cfg.ack_timeout_ms / 4 && self.role != Role::Primary {
             // We did not run for a while: the primary may have dropped us meanwhile, and
             // silence from it says nothing. Until we acknowledge an append again we may not
@@ -729,7 +738,10 @@ impl<S: StateMachine, R> Replica<S, R> {
     // ------------------------------------------------------------------ reads
 
     fn on_read(&self, r: &message::ReadRequest) -> Result<ReadOk, ReadError> {
-        if self.applied.lamport < r.fence {
+        // A primary answers only under its read lease (then the answer is linearizable); a
+        // secondary answers from whatever it has applied, if that reaches the client's fence.
+        let primary_unsure = self.role == Role::Primary && !self.read_lease_valid();
+        if self.applied.lamport < r.fence || primary_unsure {
             return Err(ReadError::Behind {
                 applied: self.applied.lamport,
             });
@@ -801,6 +813,9 @@ impl<S: StateMachine, R> Replica<S, R> {
         }
         self.hard.epoch = epoch;
         self.epoch_primary = primary.clone();
+        // Caught up with the old epoch's primary says nothing about the new one's log (it may
+        // hold a configuration that dropped us): confirm again.
+        self.confirmed = false;
         self.save_hard_state();
         self.epoch_persist_seq = self.store_seq;
         self.become_secondary(primary);
