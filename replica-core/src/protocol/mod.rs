@@ -859,14 +859,20 @@ impl<S: StateMachine, R> Replica<S, R> {
     ///
     /// The primary drops a secondary only after `ack_timeout_ms` without an acknowledgement
     /// from it. Up to the primary's last message to us, our acknowledgements kept flowing (the
-    /// last one less than the ack timeout, less a tenth for clock-rate differences, before that
+    /// last one less than the ack timeout — less a tenth for clock-rate differences and two
+    /// heartbeat intervals, since a live primary is never silent longer than one — before that
     /// message), so up to then we were in. After it the primary was silent: dead, under the
     /// crash-stop model — unless *we* were the silent one (a pause: see `on_tick`, which
     /// voids the lease), or our acknowledgements were stuck behind a stalled disk while its
     /// messages still arrived (then this check fails). Such a replica may have been dropped and
     /// must not take office on its own word.
     fn lease_valid(&self) -> bool {
-        let lease = self.cfg.ack_timeout_ms - self.cfg.ack_timeout_ms / 10;
+        // The primary heartbeats at least every heartbeat interval while it lives, so it died
+        // within about one interval of its last message (two, for scheduling slack).
+        let lease = self
+            .cfg
+            .ack_timeout_ms
+            .saturating_sub(self.cfg.ack_timeout_ms / 10 + 2 * self.cfg.heartbeat_interval_ms);
         self.last_ack_sent
             .is_some_and(|t| self.primary_contact.saturating_sub(t) < lease)
     }
@@ -1022,8 +1028,16 @@ impl<S: StateMachine, R> Replica<S, R> {
     }
 
     fn maybe_snapshot(&mut self) {
-        let every = self.cfg.snapshot_interval_entries;
-        if every == 0 || self.applied.index < self.last_snapshot.index + every {
+        if self.cfg.snapshot_interval_entries == 0 {
+            return;
+        }
+        // A snapshot copies the whole dedup table: taking one at least every table-size entries
+        // keeps that copy O(1) per applied entry, whatever the interval says.
+        let every = self
+            .cfg
+            .snapshot_interval_entries
+            .max(self.dedup.len() as u64);
+        if self.applied.index < self.last_snapshot.index + every {
             return;
         }
         let snapshot = self.make_snapshot();

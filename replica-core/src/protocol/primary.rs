@@ -296,15 +296,41 @@ impl<S: StateMachine, R> Replica<S, R> {
             ..
         } = self;
         for (to, f) in followers.iter_mut() {
-            if f.backoff_until > now
-                || (f.in_flight && now.saturating_sub(f.sent_at) < resend_after)
-            {
+            if f.backoff_until > now {
                 continue;
             }
-            let has_entries = f.next <= send_limit;
             let heartbeat_due = f
                 .last_sent
                 .is_none_or(|t| now.saturating_sub(t) >= cfg.heartbeat_interval_ms);
+            if f.in_flight && now.saturating_sub(f.sent_at) < resend_after {
+                // A batch is outstanding: keep heartbeating anyway. A secondary's eligibility
+                // lease relies on our silence meaning our death, so we never go quiet for
+                // longer than a heartbeat interval while we live.
+                if heartbeat_due {
+                    if let Some(prev) = log.pos_at(f.next - 1) {
+                        let append = Append {
+                            prev,
+                            entries: Vec::new(),
+                            commit: hard.commit,
+                            last: last.index,
+                        };
+                        let msg = Message {
+                            from: id.clone(),
+                            epoch: hard.epoch,
+                            clock: *clock,
+                            body: Body::Append(append),
+                        };
+                        outputs.push(Output::Call {
+                            to: to.clone(),
+                            kind: super::CallKind::Append,
+                            msg,
+                        });
+                        f.last_sent = Some(now);
+                    }
+                }
+                continue;
+            }
+            let has_entries = f.next <= send_limit;
             if !has_entries && !heartbeat_due && !f.needs_snapshot {
                 continue;
             }
