@@ -26,6 +26,9 @@ const WAIT_MAX: Duration = Duration::from_secs(60);
 fn config() -> Config {
     Config {
         snapshot_interval_entries: 10_000,
+        // Snapshots come at least every dedup-table-size entries (each copies the table): a
+        // table of 10,000 keeps them at every 10,000 here.
+        dedup_entries_max: 10_000,
         ..Config::default()
     }
 }

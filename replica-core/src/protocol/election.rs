@@ -48,6 +48,14 @@ impl Election {
         self.asked.iter().all(|id| self.replies.contains_key(id))
     }
 
+    /// After a stall of our own: answers gathered so far may be stale (the world moved on while
+    /// we were not running) and silence proves nothing, so ask everyone again and wait afresh.
+    pub(super) fn restart_after_stall(&mut self, deadline: u64) {
+        self.replies.clear();
+        self.waiting = false;
+        self.deadline = self.deadline.max(deadline);
+    }
+
     fn silent(&self) -> Vec<NodeId> {
         self.asked
             .iter()
@@ -138,9 +146,8 @@ impl<S: StateMachine, R> Replica<S, R> {
             return;
         }
         el.replies.insert(from, (epoch, answer));
-        if el.complete() {
-            self.decide();
-        }
+        // Decided at the next tick, not here: a tick first checks whether we stalled, in which
+        // case these answers may be stale.
     }
 
     /// A query failed in transport: it is asked again at the next tick, until the deadline.
@@ -161,6 +168,10 @@ impl<S: StateMachine, R> Replica<S, R> {
             return;
         }
         if !el.waiting {
+            if el.complete() {
+                self.decide();
+                return;
+            }
             let rank = self.rank();
             for to in el.silent() {
                 self.call(to, Body::ElectionQuery(rank.clone()));

@@ -302,7 +302,8 @@ pub struct Replica<S: StateMachine, R> {
     role: Role,
     primary: Option<NodeId>,
     clock: Lamport,
-    /// Caught up with a primary's commit point since this process started.
+    /// Holds everything the current epoch's primary had written (since this process started
+    /// and since the epoch was adopted), so its own in-sync membership is known.
     confirmed: bool,
     /// When this replica last acknowledged an append (sent an `Ok`): the primary cannot have
     /// dropped it from the in-sync set before that time plus `ack_timeout_ms`.
@@ -684,6 +685,14 @@ impl<S: StateMachine, R> Replica<S, R> {
         let now = self.now;
         let stalled_ms = now.saturating_sub(self.last_tick);
         self.last_tick = now;
+        if stalled_ms > 2 * self.cfg.tick_interval_ms {
+            // Silence from peers measured while we were not running proves nothing: an open
+            // election round gives them a full wait again, counted from now.
+            let wait = self.cfg.election_wait_ms;
+            if let Some(el) = self.election.as_mut() {
+                el.restart_after_stall(now + wait);
+            }
+        }
         if stalled_ms > self.cfg.ack_timeout_ms / 4 && self.role != Role::Primary {
             // We did not run for a while: the primary may have dropped us meanwhile, and
             // silence from it says nothing. Until we acknowledge an append again we may not
@@ -729,7 +738,10 @@ impl<S: StateMachine, R> Replica<S, R> {
     // ------------------------------------------------------------------ reads
 
     fn on_read(&self, r: &message::ReadRequest) -> Result<ReadOk, ReadError> {
-        if self.applied.lamport < r.fence {
+        // A primary answers only under its read lease (then the answer is linearizable); a
+        // secondary answers from whatever it has applied, if that reaches the client's fence.
+        let primary_unsure = self.role == Role::Primary && !self.read_lease_valid();
+        if self.applied.lamport < r.fence || primary_unsure {
             return Err(ReadError::Behind {
                 applied: self.applied.lamport,
             });
@@ -801,6 +813,9 @@ impl<S: StateMachine, R> Replica<S, R> {
         }
         self.hard.epoch = epoch;
         self.epoch_primary = primary.clone();
+        // Caught up with the old epoch's primary says nothing about the new one's log (it may
+        // hold a configuration that dropped us): confirm again.
+        self.confirmed = false;
         self.save_hard_state();
         self.epoch_persist_seq = self.store_seq;
         self.become_secondary(primary);
@@ -844,14 +859,20 @@ impl<S: StateMachine, R> Replica<S, R> {
     ///
     /// The primary drops a secondary only after `ack_timeout_ms` without an acknowledgement
     /// from it. Up to the primary's last message to us, our acknowledgements kept flowing (the
-    /// last one less than the ack timeout, less a tenth for clock-rate differences, before that
+    /// last one less than the ack timeout — less a tenth for clock-rate differences and two
+    /// heartbeat intervals, since a live primary is never silent longer than one — before that
     /// message), so up to then we were in. After it the primary was silent: dead, under the
     /// crash-stop model — unless *we* were the silent one (a pause: see `on_tick`, which
     /// voids the lease), or our acknowledgements were stuck behind a stalled disk while its
     /// messages still arrived (then this check fails). Such a replica may have been dropped and
     /// must not take office on its own word.
     fn lease_valid(&self) -> bool {
-        let lease = self.cfg.ack_timeout_ms - self.cfg.ack_timeout_ms / 10;
+        // The primary heartbeats at least every heartbeat interval while it lives, so it died
+        // within about one interval of its last message (two, for scheduling slack).
+        let lease = self
+            .cfg
+            .ack_timeout_ms
+            .saturating_sub(self.cfg.ack_timeout_ms / 10 + 2 * self.cfg.heartbeat_interval_ms);
         self.last_ack_sent
             .is_some_and(|t| self.primary_contact.saturating_sub(t) < lease)
     }
@@ -1007,8 +1028,16 @@ impl<S: StateMachine, R> Replica<S, R> {
     }
 
     fn maybe_snapshot(&mut self) {
-        let every = self.cfg.snapshot_interval_entries;
-        if every == 0 || self.applied.index < self.last_snapshot.index + every {
+        if self.cfg.snapshot_interval_entries == 0 {
+            return;
+        }
+        // A snapshot copies the whole dedup table: taking one at least every table-size entries
+        // keeps that copy O(1) per applied entry, whatever the interval says.
+        let every = self
+            .cfg
+            .snapshot_interval_entries
+            .max(self.dedup.len() as u64);
+        if self.applied.index < self.last_snapshot.index + every {
             return;
         }
         let snapshot = self.make_snapshot();

@@ -19,6 +19,12 @@ pub(super) struct Follower {
     pub(super) matched: LogIndex,
     /// An append or snapshot is outstanding (depth-1 pipeline: the next batch forms meanwhile).
     in_flight: bool,
+    /// When the outstanding message was first sent (resends do not move it): a reply proves the
+    /// secondary heard from us at or after this time.
+    in_flight_since: u64,
+    /// The secondary heard from us at or after this time (from its latest acknowledgement), so
+    /// it starts no election before this plus the failure timeout: the read lease.
+    pub(super) heard_at: u64,
     /// When the outstanding message was sent.
     sent_at: u64,
     /// When anything was last sent (heartbeat pacing); `None`: never, so probe at once.
@@ -37,6 +43,8 @@ impl Follower {
             next: last_index + 1,
             matched: 0,
             in_flight: false,
+            in_flight_since: 0,
+            heard_at: 0,
             sent_at: 0,
             last_sent: None,
             last_ack: now,
@@ -288,15 +296,41 @@ impl<S: StateMachine, R> Replica<S, R> {
             ..
         } = self;
         for (to, f) in followers.iter_mut() {
-            if f.backoff_until > now
-                || (f.in_flight && now.saturating_sub(f.sent_at) < resend_after)
-            {
+            if f.backoff_until > now {
                 continue;
             }
-            let has_entries = f.next <= send_limit;
             let heartbeat_due = f
                 .last_sent
                 .is_none_or(|t| now.saturating_sub(t) >= cfg.heartbeat_interval_ms);
+            if f.in_flight && now.saturating_sub(f.sent_at) < resend_after {
+                // A batch is outstanding: keep heartbeating anyway. A secondary's eligibility
+                // lease relies on our silence meaning our death, so we never go quiet for
+                // longer than a heartbeat interval while we live.
+                if heartbeat_due {
+                    if let Some(prev) = log.pos_at(f.next - 1) {
+                        let append = Append {
+                            prev,
+                            entries: Vec::new(),
+                            commit: hard.commit,
+                            last: last.index,
+                        };
+                        let msg = Message {
+                            from: id.clone(),
+                            epoch: hard.epoch,
+                            clock: *clock,
+                            body: Body::Append(append),
+                        };
+                        outputs.push(Output::Call {
+                            to: to.clone(),
+                            kind: super::CallKind::Append,
+                            msg,
+                        });
+                        f.last_sent = Some(now);
+                    }
+                }
+                continue;
+            }
+            let has_entries = f.next <= send_limit;
             if !has_entries && !heartbeat_due && !f.needs_snapshot {
                 continue;
             }
@@ -333,6 +367,9 @@ impl<S: StateMachine, R> Replica<S, R> {
                 kind: super::CallKind::Append,
                 msg,
             });
+            if !f.in_flight {
+                f.in_flight_since = now;
+            }
             f.in_flight = true;
             f.sent_at = now;
             f.last_sent = Some(now);
@@ -341,6 +378,9 @@ impl<S: StateMachine, R> Replica<S, R> {
             let snapshot = Box::new(self.make_snapshot());
             for to in snapshot_for {
                 if let Some(f) = self.followers.get_mut(&to) {
+                    if !f.in_flight {
+                        f.in_flight_since = now;
+                    }
                     f.in_flight = true;
                     f.sent_at = now;
                     f.last_sent = Some(now);
@@ -371,6 +411,7 @@ impl<S: StateMachine, R> Replica<S, R> {
         match reply {
             AppendReply::Ok { matched, last } => {
                 f.last_ack = now;
+                f.heard_at = f.heard_at.max(f.in_flight_since);
                 f.matched = f.matched.max(matched.min(last_index));
                 f.next = f.next.max(f.matched + 1);
                 if last.index > last_index {
@@ -407,6 +448,29 @@ impl<S: StateMachine, R> Replica<S, R> {
             f.in_flight = false;
             f.backoff_until = backoff;
         }
+    }
+
+    /// Whether this primary may serve a linearizable read now.
+    ///
+    /// Two conditions. It has applied its own epoch's first entry, so everything committed
+    /// before it took office is applied. And no other replica can have taken office yet: every
+    /// in-sync secondary (only they can win an election on their own) acknowledged a message
+    /// of ours sent less than the failure timeout ago — less a tenth for clock-rate
+    /// differences — so none of them has started an election since.
+    pub(super) fn read_lease_valid(&self) -> bool {
+        if self.role != Role::Primary || self.applied.epoch < self.hard.epoch {
+            return false;
+        }
+        let lease = self.cfg.failure_timeout_ms - self.cfg.failure_timeout_ms / 10;
+        self.config
+            .in_sync
+            .iter()
+            .filter(|m| **m != self.id)
+            .all(|m| {
+                self.followers
+                    .get(m)
+                    .is_some_and(|f| self.now < f.heard_at + lease)
+            })
     }
 
     /// Commit what the primary and every in-sync secondary hold durably.
