@@ -122,6 +122,10 @@ pub struct Append {
     /// has every configuration entry the primary had written, so it knows whether it is still
     /// in the in-sync set (matching only the commit point does not tell it).
     pub last: LogIndex,
+    /// The highest acknowledgement number the primary has received from this secondary: the
+    /// secondary's eligibility lease starts from when it sent that one (acknowledgements sent
+    /// later may never have arrived).
+    pub acked: u64,
 }
 
 /// A secondary's answer to `Append` / `InstallSnapshot`. Sent only once what it acknowledges is
@@ -134,6 +138,9 @@ pub enum AppendReply {
         matched: LogIndex,
         /// The secondary's last entry (normally at `matched`).
         last: LogPos,
+        /// This acknowledgement's number (increasing per secondary process), echoed back by the
+        /// primary in `Append::acked`.
+        seq: u64,
     },
     /// I do not hold `prev`: my log ends at `last`. Send me what follows it.
     Gap {
@@ -349,6 +356,7 @@ mod tests {
                 }],
                 commit: 4,
                 last: 4,
+                acked: 9,
             }),
         }
     }

@@ -117,7 +117,7 @@ pub fn describe(body: &Body) -> String {
             a.entries.last().map_or(0, |e| e.index),
             a.commit
         ),
-        Body::AppendReply(AppendReply::Ok { matched, last }) => {
+        Body::AppendReply(AppendReply::Ok { matched, last, .. }) => {
             format!(
                 "append-ok matched={matched} last={}/{}/{}",
                 last.index, last.epoch, last.lamport

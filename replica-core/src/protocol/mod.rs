@@ -305,9 +305,13 @@ pub struct Replica<S: StateMachine, R> {
     /// Holds everything the current epoch's primary had written (since this process started
     /// and since the epoch was adopted), so its own in-sync membership is known.
     confirmed: bool,
-    /// When this replica last acknowledged an append (sent an `Ok`): the primary cannot have
-    /// dropped it from the in-sync set before that time plus `ack_timeout_ms`.
-    last_ack_sent: Option<u64>,
+    /// Number of the last acknowledgement sent (`generation << 32 | counter`, so a restarted
+    /// process never reuses one).
+    ack_seq: u64,
+    /// Recent acknowledgements and when they were sent, oldest first (bounded).
+    ack_times: VecDeque<(u64, u64)>,
+    /// Highest acknowledgement the current primary says it has received.
+    echoed_ack: u64,
     /// The primary accepted for the current epoch: at most one per epoch, first come. A second
     /// one can only come from a split election, and is refused.
     epoch_primary: Option<NodeId>,
@@ -447,7 +451,9 @@ impl<S: StateMachine, R> Replica<S, R> {
             primary: None,
             clock,
             confirmed: false,
-            last_ack_sent: None,
+            ack_seq: hard_state.generation << 32,
+            ack_times: VecDeque::new(),
+            echoed_ack: 0,
             epoch_persist_seq: 0,
             held: Vec::new(),
             unsynced_config: None,
@@ -669,8 +675,7 @@ impl<S: StateMachine, R> Replica<S, R> {
                 break;
             }
             if let Some((_, reply, msg)) = self.pending_acks.pop_front() {
-                self.last_ack_sent = Some(self.now);
-                self.outputs.push(Output::Respond { reply, msg });
+                self.send_ack(reply, msg);
             }
         }
         if self.role == Role::Primary {
@@ -695,9 +700,9 @@ impl<S: StateMachine, R> Replica<S, R> {
         }
         if stalled_ms > self.cfg.ack_timeout_ms / 4 && self.role != Role::Primary {
             // We did not run for a while: the primary may have dropped us meanwhile, and
-            // silence from it says nothing. Until we acknowledge an append again we may not
-            // take office on our own word.
-            self.last_ack_sent = None;
+            // silence from it says nothing. Until an acknowledgement sent from now on is
+            // echoed back, we may not take office on our own word.
+            self.ack_times.clear();
         }
         if self.role == Role::Primary && stalled_ms > self.cfg.ack_timeout_ms / 4 {
             // We did not run for a while (a pause, an overloaded machine). Silence from the
@@ -814,8 +819,10 @@ impl<S: StateMachine, R> Replica<S, R> {
         self.hard.epoch = epoch;
         self.epoch_primary = primary.clone();
         // Caught up with the old epoch's primary says nothing about the new one's log (it may
-        // hold a configuration that dropped us): confirm again.
+        // hold a configuration that dropped us): confirm again, and let the new primary echo
+        // our acknowledgements afresh.
         self.confirmed = false;
+        self.echoed_ack = 0;
         self.save_hard_state();
         self.epoch_persist_seq = self.store_seq;
         self.become_secondary(primary);
@@ -873,8 +880,27 @@ impl<S: StateMachine, R> Replica<S, R> {
             .cfg
             .ack_timeout_ms
             .saturating_sub(self.cfg.ack_timeout_ms / 10 + 2 * self.cfg.heartbeat_interval_ms);
-        self.last_ack_sent
-            .is_some_and(|t| self.primary_contact.saturating_sub(t) < lease)
+        // The primary's ack timer for us was last reset no earlier than when we sent the
+        // acknowledgement it echoed to us; later ones may never have reached it.
+        let echoed = self
+            .ack_times
+            .iter()
+            .find(|(seq, _)| *seq == self.echoed_ack);
+        echoed.is_some_and(|(_, sent)| self.primary_contact.saturating_sub(*sent) < lease)
+    }
+
+    /// Send an `Ok` acknowledgement, numbered.
+    fn send_ack(&mut self, reply: R, mut msg: Message) {
+        const ACK_TIMES_MAX: usize = 4096;
+        self.ack_seq += 1;
+        if let Body::AppendReply(message::AppendReply::Ok { seq, .. }) = &mut msg.body {
+            *seq = self.ack_seq;
+        }
+        self.ack_times.push_back((self.ack_seq, self.now));
+        if self.ack_times.len() > ACK_TIMES_MAX {
+            self.ack_times.pop_front();
+        }
+        self.outputs.push(Output::Respond { reply, msg });
     }
 
     fn rank(&self) -> message::Rank {

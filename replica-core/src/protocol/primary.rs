@@ -25,6 +25,8 @@ pub(super) struct Follower {
     /// The secondary heard from us at or after this time (from its latest acknowledgement), so
     /// it starts no election before this plus the failure timeout: the read lease.
     pub(super) heard_at: u64,
+    /// Highest acknowledgement number received from it, echoed in every append.
+    acked_seq: u64,
     /// When the outstanding message was sent.
     sent_at: u64,
     /// When anything was last sent (heartbeat pacing); `None`: never, so probe at once.
@@ -45,6 +47,7 @@ impl Follower {
             in_flight: false,
             in_flight_since: 0,
             heard_at: 0,
+            acked_seq: 0,
             sent_at: 0,
             last_sent: None,
             last_ack: now,
@@ -313,6 +316,7 @@ impl<S: StateMachine, R> Replica<S, R> {
                             entries: Vec::new(),
                             commit: hard.commit,
                             last: last.index,
+                            acked: f.acked_seq,
                         };
                         let msg = Message {
                             from: id.clone(),
@@ -355,6 +359,7 @@ impl<S: StateMachine, R> Replica<S, R> {
                 entries,
                 commit: hard.commit,
                 last: last.index,
+                acked: f.acked_seq,
             };
             let msg = Message {
                 from: id.clone(),
@@ -409,8 +414,9 @@ impl<S: StateMachine, R> Replica<S, R> {
         };
         f.in_flight = false;
         match reply {
-            AppendReply::Ok { matched, last } => {
+            AppendReply::Ok { matched, last, seq } => {
                 f.last_ack = now;
+                f.acked_seq = f.acked_seq.max(seq);
                 f.heard_at = f.heard_at.max(f.in_flight_since);
                 f.matched = f.matched.max(matched.min(last_index));
                 f.next = f.next.max(f.matched + 1);

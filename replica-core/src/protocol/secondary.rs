@@ -104,9 +104,11 @@ impl<S: StateMachine, R> Replica<S, R> {
         if matched >= a.last {
             self.confirmed = true;
         }
+        self.echoed_ack = self.echoed_ack.max(a.acked);
         let body = Body::AppendReply(AppendReply::Ok {
             matched,
             last: self.log.last(),
+            seq: 0, // numbered when sent
         });
         self.ack_when_durable(reply, matched, body);
     }
@@ -117,8 +119,7 @@ impl<S: StateMachine, R> Replica<S, R> {
         let pending_before = self.unpersisted.first().map(|e| e.index);
         let durable = matched <= self.durable_index && pending_before.is_none_or(|i| i > matched);
         if durable && self.pending_acks.is_empty() {
-            self.last_ack_sent = Some(self.now);
-            self.outputs.push(super::Output::Respond { reply, msg });
+            self.send_ack(reply, msg);
         } else {
             self.pending_acks.push_back((matched, reply, msg));
         }
@@ -181,6 +182,7 @@ impl<S: StateMachine, R> Replica<S, R> {
         let body = Body::AppendReply(AppendReply::Ok {
             matched: last.index,
             last,
+            seq: 0, // numbered when sent
         });
         let msg = self.msg(body);
         self.pending_acks.push_back((last.index, reply, msg));

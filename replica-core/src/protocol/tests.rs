@@ -286,6 +286,7 @@ fn secondary_redirects_and_fences() {
         entries: vec![],
         commit: 0,
         last: 0,
+        acked: 0,
     };
     s.step(
         1,
@@ -320,7 +321,8 @@ fn secondary_redirects_and_fences() {
             1,
             &Body::AppendReply(AppendReply::Ok {
                 matched: 0,
-                last: LogPos::ZERO
+                last: LogPos::ZERO,
+                seq: (1 << 32) + 1, // first acknowledgement of generation 1
             })
         )]
     );
@@ -377,6 +379,7 @@ fn secondary_acks_durable_reports_gaps_and_divergence() {
         entries: vec![entry(1, 1, 5), entry(2, 1, 6)],
         commit: 0,
         last: 2,
+        acked: 0,
     };
     s.step(
         1,
@@ -403,7 +406,8 @@ fn secondary_acks_durable_reports_gaps_and_divergence() {
             1,
             &Body::AppendReply(AppendReply::Ok {
                 matched: 2,
-                last: entry(2, 1, 6).pos()
+                last: entry(2, 1, 6).pos(),
+                seq: (1 << 32) + 1,
             })
         )]
     );
@@ -414,6 +418,7 @@ fn secondary_acks_durable_reports_gaps_and_divergence() {
         entries: vec![entry(5, 1, 9)],
         commit: 0,
         last: 5,
+        acked: 0,
     };
     s.step(
         3,
@@ -439,6 +444,7 @@ fn secondary_acks_durable_reports_gaps_and_divergence() {
         entries: vec![entry(2, 2, 7)],
         commit: 1,
         last: 2,
+        acked: 0,
     };
     s.step(
         4,
@@ -542,6 +548,7 @@ fn primary_waits_for_every_in_sync_secondary() {
                         lamport: 1,
                         ..LogPos::ZERO
                     },
+                    seq: 1,
                 }),
             ),
         },
@@ -570,6 +577,7 @@ fn primary_waits_for_every_in_sync_secondary() {
                 Body::AppendReply(AppendReply::Ok {
                     matched: last.index,
                     last,
+                    seq: 2,
                 }),
             ),
         },
@@ -715,7 +723,8 @@ fn election_ranks_by_log_freshness_not_address() {
         Replica::new(start("a", false), cfg(), KvMachine::default(), recovered, 0).unwrap();
     a.take_outputs();
     a.confirmed = true; // it was caught up with p before p died...
-    a.last_ack_sent = Some(1_900); // ...and acknowledged its last append just before
+    a.ack_times.push_back((7, 1_900)); // ...acknowledged its last append just before...
+    a.echoed_ack = 7; // ...and p said it had received that acknowledgement
     a.primary_contact = 1_900;
     a.last_tick = 1_990; // it has been running (no stall of its own)
     a.step(2_000, Input::Tick);
