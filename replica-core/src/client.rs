@@ -24,7 +24,7 @@ use uuid::Uuid;
 
 use crate::message::{
     self, Body, Message, ReadError, ReadRequest, ServiceEntry, ServiceKind, WriteError,
-    WriteRequest,
+    WriteRequest, Written,
 };
 use crate::transport::{Handler, NodeStopped, Transport};
 use crate::types::{Epoch, Lamport, NodeId};
@@ -42,6 +42,12 @@ pub struct ClientConfig {
     /// Spread reads over all replicas that have reached the fence (else only the primary).
     /// Default true.
     pub read_from_secondaries: bool,
+    /// Send concurrent writes to the primary together, one message per batch: while one batch
+    /// is in flight the next forms. Each write keeps its own id, result and retries. Default
+    /// true; turn off to send every write on its own.
+    pub batch_writes: bool,
+    /// Most writes in one batch. Default 256.
+    pub write_batch_max: usize,
     /// How often [`Client::run_membership`] greets the cluster. Default 200 ms.
     pub greet_interval_ms: u64,
     /// This front end's incarnation, shown in service lists. Default: a value that increases
@@ -59,6 +65,8 @@ impl Default for ClientConfig {
             retry_backoff_ms: 10,
             retry_backoff_max_ms: 200,
             read_from_secondaries: true,
+            batch_writes: true,
+            write_batch_max: 256,
             greet_interval_ms: 200,
             generation,
         }
@@ -115,6 +123,7 @@ struct Inner<T> {
     heartbeat: AtomicU64,
     next_read: AtomicUsize,
     stats: ClientStats,
+    batch: Mutex<WriteBatchState>,
 }
 
 /// A front end's connection to the cluster. Cheap to clone.
@@ -151,6 +160,7 @@ impl<T: Transport> Client<T> {
                 heartbeat: AtomicU64::new(0),
                 next_read: AtomicUsize::new(0),
                 stats: ClientStats::default(),
+                batch: Mutex::new(WriteBatchState::default()),
             }),
         }
     }
@@ -223,15 +233,12 @@ impl<T: Transport> Client<T> {
             }
             attempt += 1;
             if let Some(to) = self.primary() {
-                let req = self.msg(Body::Write(WriteRequest {
+                let req = WriteRequest {
                     id,
                     command: command.clone(),
-                }));
-                match self.inner.transport.call(&to, req).await {
-                    Ok(Message {
-                        body: Body::WriteReply(Ok(w)),
-                        ..
-                    }) => {
+                };
+                match self.attempt_write(&to, req).await {
+                    Attempt::Reply { result: Ok(w), .. } => {
                         self.raise_fence(w.lamport);
                         if attempt > 1 {
                             stats.held.fetch_sub(1, Ordering::Relaxed);
@@ -240,11 +247,10 @@ impl<T: Transport> Client<T> {
                         return message::from_bytes(&w.output)
                             .map_err(|e| ClientError::Codec(e.to_string()));
                     }
-                    Ok(Message {
-                        body: Body::WriteReply(Err(e)),
+                    Attempt::Reply {
+                        result: Err(e),
                         epoch,
-                        ..
-                    }) => match e {
+                    } => match e {
                         WriteError::NotPrimary { hint } => self.redirect(&to, hint, epoch),
                         WriteError::Overloaded => {}
                         WriteError::Rejected(reason) => {
@@ -254,8 +260,8 @@ impl<T: Transport> Client<T> {
                             return Err(ClientError::Rejected(reason));
                         }
                     },
-                    Ok(_) => self.forget_primary(&to),
-                    Err(e) => {
+                    Attempt::Unexpected => self.forget_primary(&to),
+                    Attempt::Failed(e) => {
                         tracing::debug!(primary = %to, error = %e, "write attempt failed");
                         if !e.retry_now() {
                             self.forget_primary(&to);
@@ -278,6 +284,87 @@ impl<T: Transport> Client<T> {
             if self.primary().is_none() {
                 self.discover().await;
             }
+        }
+    }
+
+    /// One attempt of one write at `to`: alone, or in a batch with the other writes this
+    /// client has waiting (see [`ClientConfig::batch_writes`]).
+    async fn attempt_write(&self, to: &NodeId, req: WriteRequest) -> Attempt {
+        if !self.inner.cfg.batch_writes {
+            return self
+                .send_writes(to, vec![req])
+                .await
+                .pop()
+                .unwrap_or(Attempt::Unexpected);
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let start_sender = {
+            let mut batch = self.inner.batch.lock().unwrap_or_else(|p| p.into_inner());
+            batch.queue.push((to.clone(), req, tx));
+            !std::mem::replace(&mut batch.sending, true)
+        };
+        if start_sender {
+            // A task, not this caller: a caller may be cancelled (its HTTP client hung up),
+            // and the other writes in the batch must not be stranded with it.
+            let client = self.clone();
+            tokio::spawn(async move { client.drain_batches().await });
+        }
+        rx.await.unwrap_or(Attempt::Unexpected)
+    }
+
+    /// Send waiting writes, one message per destination, until none are waiting. One batch is
+    /// in flight at a time; writes that arrive meanwhile form the next (group commit, as the
+    /// primary does towards its secondaries).
+    async fn drain_batches(self) {
+        loop {
+            let items = {
+                let mut batch = self.inner.batch.lock().unwrap_or_else(|p| p.into_inner());
+                if batch.queue.is_empty() {
+                    batch.sending = false;
+                    return;
+                }
+                let n = batch.queue.len().min(self.inner.cfg.write_batch_max.max(1));
+                batch.queue.drain(..n).collect::<Vec<_>>()
+            };
+            let mut by_dest: std::collections::BTreeMap<NodeId, Vec<_>> = Default::default();
+            for (to, req, tx) in items {
+                by_dest.entry(to).or_default().push((req, tx));
+            }
+            for (to, group) in by_dest {
+                let (reqs, txs): (Vec<_>, Vec<_>) = group.into_iter().unzip();
+                let outcomes = self.send_writes(&to, reqs).await;
+                for (tx, outcome) in txs.into_iter().zip(outcomes) {
+                    let _ = tx.send(outcome);
+                }
+            }
+        }
+    }
+
+    /// Send writes to `to` in one message and return one outcome per write, in order.
+    async fn send_writes(&self, to: &NodeId, reqs: Vec<WriteRequest>) -> Vec<Attempt> {
+        let n = reqs.len();
+        let body = match <[WriteRequest; 1]>::try_from(reqs) {
+            Ok([one]) => Body::Write(one),
+            Err(reqs) => Body::WriteBatch(reqs),
+        };
+        match self.inner.transport.call(to, self.msg(body)).await {
+            Ok(Message {
+                body: Body::WriteReply(result),
+                epoch,
+                ..
+            }) if n == 1 => {
+                vec![Attempt::Reply { result, epoch }]
+            }
+            Ok(Message {
+                body: Body::WriteBatchReply(results),
+                epoch,
+                ..
+            }) if results.len() == n => results
+                .into_iter()
+                .map(|result| Attempt::Reply { result, epoch })
+                .collect(),
+            Ok(_) => (0..n).map(|_| Attempt::Unexpected).collect(),
+            Err(e) => (0..n).map(|_| Attempt::Failed(e.clone())).collect(),
         }
     }
 
@@ -485,6 +572,26 @@ impl<T: Transport> Client<T> {
             self.discover().await;
         }
     }
+}
+
+/// What one write attempt came to.
+enum Attempt {
+    /// The replica answered (taken, or refused with a reason).
+    Reply {
+        result: Result<Written, WriteError>,
+        epoch: Epoch,
+    },
+    /// The replica answered something that is not an answer to a write.
+    Unexpected,
+    /// The call failed in transport.
+    Failed(crate::transport::TransportError),
+}
+
+/// Writes waiting to be sent, and whether a sender task is running.
+#[derive(Default)]
+struct WriteBatchState {
+    sending: bool,
+    queue: Vec<(NodeId, WriteRequest, tokio::sync::oneshot::Sender<Attempt>)>,
 }
 
 enum ReadFailure {

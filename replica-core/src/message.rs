@@ -43,6 +43,12 @@ pub enum Body {
     Write(WriteRequest),
     /// The result of a write, or why it was not taken.
     WriteReply(Result<Written, WriteError>),
+    /// Client → primary: several writes at once (a front end's concurrent writes travel
+    /// together, one round trip for the lot). Each keeps its own id and its own result.
+    /// Reply: `WriteBatchReply`, one result per write, in order.
+    WriteBatch(Vec<WriteRequest>),
+    /// The results of a `WriteBatch`, in order.
+    WriteBatchReply(Vec<Result<Written, WriteError>>),
     /// Client → any replica: answer this query from state at least as new as `fence`.
     /// Reply: `ReadReply`.
     Read(ReadRequest),
@@ -78,6 +84,11 @@ impl Body {
                     s.state.len() + s.dedup.iter().map(|d| 40 + d.output.len()).sum::<usize>()
                 }
                 Body::Write(w) => w.command.len(),
+                Body::WriteBatch(ws) => ws.iter().map(|w| 24 + w.command.len()).sum(),
+                Body::WriteBatchReply(rs) => rs
+                    .iter()
+                    .map(|r| 24 + r.as_ref().map_or(16, |w| w.output.len()))
+                    .sum(),
                 Body::WriteReply(Ok(w)) => w.output.len(),
                 Body::Read(r) => r.query.len(),
                 Body::ReadReply(Ok(r)) => r.answer.len(),
@@ -94,6 +105,8 @@ impl Body {
             Body::AppendReply(_) => "append_reply",
             Body::InstallSnapshot(_) => "install_snapshot",
             Body::Write(_) => "write",
+            Body::WriteBatch(_) => "write_batch",
+            Body::WriteBatchReply(_) => "write_batch_reply",
             Body::WriteReply(_) => "write_reply",
             Body::Read(_) => "read",
             Body::ReadReply(_) => "read_reply",

@@ -259,7 +259,61 @@ impl<S: StateMachine> NodeHandle<S> {
 #[async_trait]
 impl<S: StateMachine> Handler for NodeHandle<S> {
     async fn handle(&self, msg: Message) -> Result<Message, NodeStopped> {
-        self.call(msg).await
+        match msg.body {
+            Body::WriteBatch(writes) => {
+                self.write_batch(msg.from, msg.epoch, msg.clock, writes)
+                    .await
+            }
+            _ => self.call(msg).await,
+        }
+    }
+}
+
+impl<S: StateMachine> NodeHandle<S> {
+    /// Split a batch into single writes, queued back to back so the core takes them in one
+    /// turn (one log batch), and gather their results in order.
+    async fn write_batch(
+        &self,
+        from: NodeId,
+        epoch: u64,
+        clock: u64,
+        writes: Vec<WriteRequest>,
+    ) -> Result<Message, NodeStopped> {
+        let mut replies = Vec::with_capacity(writes.len());
+        for w in writes {
+            let (tx, rx) = oneshot::channel();
+            let msg = Message {
+                from: from.clone(),
+                epoch,
+                clock,
+                body: Body::Write(w),
+            };
+            self.tx
+                .send(Cmd::Input(Input::Request { reply: tx, msg }))
+                .map_err(|_| NodeStopped)?;
+            replies.push(rx);
+        }
+        let mut results = Vec::with_capacity(replies.len());
+        let mut last = None;
+        for rx in replies {
+            let reply = rx.await.map_err(|_| NodeStopped)?;
+            let result = match reply.body {
+                Body::WriteReply(r) => r,
+                other => Err(WriteError::Rejected(format!(
+                    "unexpected reply {}",
+                    other.kind()
+                ))),
+            };
+            results.push(result);
+            last = Some((reply.from, reply.epoch, reply.clock));
+        }
+        let (from, epoch, clock) = last.unwrap_or((self.id.clone(), 0, 0));
+        Ok(Message {
+            from,
+            epoch,
+            clock,
+            body: Body::WriteBatchReply(results),
+        })
     }
 }
 

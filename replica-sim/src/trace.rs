@@ -131,6 +131,8 @@ pub fn describe(body: &Body) -> String {
             )
         }
         Body::Write(w) => format!("write id={}", short(&w.id)),
+        Body::WriteBatch(ws) => format!("write-batch n={}", ws.len()),
+        Body::WriteBatchReply(rs) => format!("write-batch-reply n={}", rs.len()),
         Body::WriteReply(Ok(w)) => format!("written index={} lamport={}", w.index, w.lamport),
         Body::WriteReply(Err(e)) => format!("write-refused {e}"),
         Body::Read(r) => format!("read fence={}", r.fence),

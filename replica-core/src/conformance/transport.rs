@@ -464,7 +464,7 @@ async fn stopped_server_is_unreachable<H: TransportHarness>(harness: &H) {
 
 /// Number of [`Body`] variants; [`variant`] fails to compile when one is added, which is the
 /// reminder to give it a sample in [`every_body`].
-const BODY_VARIANTS: usize = 14;
+const BODY_VARIANTS: usize = 16;
 
 fn variant(body: &Body) -> usize {
     match body {
@@ -482,6 +482,8 @@ fn variant(body: &Body) -> usize {
         Body::Services(_) => 11,
         Body::Ack => 12,
         Body::StaleEpoch => 13,
+        Body::WriteBatch(_) => 14,
+        Body::WriteBatchReply(_) => 15,
     }
 }
 
@@ -590,6 +592,24 @@ fn every_body() -> Vec<Body> {
         Body::WriteReply(Err(WriteError::NotPrimary { hint: None })),
         Body::WriteReply(Err(WriteError::Rejected("bad command".into()))),
         Body::WriteReply(Err(WriteError::Overloaded)),
+        Body::WriteBatch(vec![
+            WriteRequest {
+                id: Uuid::from_u128(8),
+                command: Bytes::from_static(b"a"),
+            },
+            WriteRequest {
+                id: Uuid::from_u128(9),
+                command: Bytes::new(),
+            },
+        ]),
+        Body::WriteBatchReply(vec![
+            Ok(Written {
+                index: 19,
+                lamport: 43,
+                output: Bytes::new(),
+            }),
+            Err(WriteError::Overloaded),
+        ]),
         Body::Read(ReadRequest {
             query: Bytes::from_static(b"get k"),
             fence: 41,

@@ -23,7 +23,9 @@ use bytes::Bytes;
 use uuid::Uuid;
 
 use crate::config::Config;
-use crate::message::{self, Body, Message, ReadError, ReadOk, ServiceEntry, ServiceKind};
+use crate::message::{
+    self, Body, Message, ReadError, ReadOk, ServiceEntry, ServiceKind, WriteError,
+};
 use crate::rng::Rng;
 use crate::state_machine::{SnapshotError, StateMachine};
 use crate::storage::{Recovered, StoreOp};
@@ -603,12 +605,23 @@ impl<S: StateMachine, R> Replica<S, R> {
     // ------------------------------------------------------------------ dispatch
 
     fn on_request(&mut self, reply: R, msg: Message) {
-        let from_replica = !matches!(msg.body, Body::Write(_) | Body::Read(_));
+        let from_replica = !matches!(
+            msg.body,
+            Body::Write(_) | Body::WriteBatch(_) | Body::Read(_)
+        );
         if from_replica {
             self.observe_clock(msg.clock);
         }
         match msg.body {
             Body::Write(w) => self.on_write(reply, w),
+            // The runtime splits batches into single writes (so each waits for its own commit);
+            // one that reaches the core directly is refused as a whole, without effect.
+            Body::WriteBatch(ws) => {
+                let refused =
+                    WriteError::Rejected("write batches must be split by the runtime".into());
+                let results = ws.iter().map(|_| Err(refused.clone())).collect();
+                self.respond(reply, Body::WriteBatchReply(results));
+            }
             Body::Read(r) => {
                 let answer = self.on_read(&r);
                 self.respond(reply, Body::ReadReply(answer));
