@@ -299,16 +299,14 @@ impl<S: StateMachine, R> Replica<S, R> {
             ..
         } = self;
         for (to, f) in followers.iter_mut() {
-            if f.backoff_until > now {
-                continue;
-            }
             let heartbeat_due = f
                 .last_sent
                 .is_none_or(|t| now.saturating_sub(t) >= cfg.heartbeat_interval_ms);
-            if f.in_flight && now.saturating_sub(f.sent_at) < resend_after {
-                // A batch is outstanding: keep heartbeating anyway. A secondary's eligibility
-                // lease relies on our silence meaning our death, so we never go quiet for
-                // longer than a heartbeat interval while we live.
+            let backing_off = f.backoff_until > now;
+            if backing_off || (f.in_flight && now.saturating_sub(f.sent_at) < resend_after) {
+                // A batch is outstanding, or calls failed lately: keep heartbeating anyway. A
+                // secondary's eligibility lease relies on our silence meaning our death, so we
+                // never go quiet for longer than a heartbeat interval while we live.
                 if heartbeat_due {
                     if let Some(prev) = log.pos_at(f.next - 1) {
                         let append = Append {
