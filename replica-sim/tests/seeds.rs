@@ -200,3 +200,25 @@ fn f7_confirmed_only_when_holding_the_primary_log() {
     assert_passes(823, FaultMode::CrashStop);
     assert_passes(5388, FaultMode::CrashStop);
 }
+
+/// Seeds from the 100,000-seed sweeps after F1–F7, each a distinct core bug since fixed:
+/// confirmation carried across epochs (53429); a stalled candidate deciding on stale answers
+/// (67783, 57491); a deposed primary serving stale reads (13975, 20281); a slow disk holding a
+/// candidate's election replies (4841, 7220).
+#[test]
+fn crash_stop_sweep_findings() {
+    for seed in [53429, 67783, 57491, 13975, 20281, 4841, 7220] {
+        assert_passes(seed, FaultMode::CrashStop);
+    }
+}
+
+/// Seeds of the targeted mode (a disk stalled past the ack timeout, then the primary crashes),
+/// without message loss, that broke the eligibility lease: a primary silent while a batch was in
+/// flight (320), acknowledgements sent after the primary died refreshing the lease (138), a
+/// primary backing off its heartbeats after failed calls (8308, 7246).
+#[test]
+fn targeted_lease_findings() {
+    for seed in [320, 138, 8308, 7246] {
+        assert_passes(seed, FaultMode::Targeted);
+    }
+}

@@ -757,9 +757,14 @@ impl<S: StateMachine, R> Replica<S, R> {
 
     fn on_read(&self, r: &message::ReadRequest) -> Result<ReadOk, ReadError> {
         // A primary answers only under its read lease (then the answer is linearizable); a
-        // secondary answers from whatever it has applied, if that reaches the client's fence.
-        let primary_unsure = self.role == Role::Primary && !self.read_lease_valid();
-        if self.applied.lamport < r.fence || primary_unsure {
+        // secondary answers from whatever it has applied, if that reaches the client's fence,
+        // and only once it holds the current primary's log (a just-restarted replica knows only
+        // the commit point it last saved, which may be well behind).
+        let unsure = match self.role {
+            Role::Primary => !self.read_lease_valid(),
+            Role::Secondary | Role::Candidate => !self.confirmed,
+        };
+        if self.applied.lamport < r.fence || unsure {
             return Err(ReadError::Behind {
                 applied: self.applied.lamport,
             });
