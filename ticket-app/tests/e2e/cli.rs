@@ -363,6 +363,49 @@ async fn dev_runs_a_cluster_restarts_replicas_and_leaves_no_orphans() {
     let kids = dev.children();
     assert_eq!(kids.len(), 4, "{kids:?}");
 
+    // Phase: `ticket load` against it: the consistency check passes (exit 0, and in the JSON),
+    // and the SVG report is a document with both plots.
+    let svg_path = dir.path().join("load.svg");
+    let url = format!("http://{fe}");
+    let svg_arg = svg_path.to_string_lossy().to_string();
+    let load = ticket(&[
+        "load",
+        "--frontend",
+        &url,
+        "--mode",
+        "mixed",
+        "--clients",
+        "4",
+        "--requests",
+        "300",
+        "--report",
+        &svg_arg,
+        "--json",
+    ]);
+    assert!(
+        load.status.success(),
+        "ticket load failed: {}",
+        text(&load.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&load.stdout).unwrap();
+    assert_eq!(report["consistency"]["passed"], json!(true), "{report:#}");
+    let svg = std::fs::read_to_string(&svg_path).unwrap();
+    let root = svg.trim_start().trim_start_matches(|c| c != '<');
+    assert!(
+        root.starts_with("<svg") || root.starts_with("<?xml"),
+        "not an SVG document"
+    );
+    assert!(svg.trim_end().ends_with("</svg>"), "truncated SVG");
+    for caption in [
+        ticket_app::load::plot::TIMELINE_CAPTION,
+        ticket_app::load::plot::DISTRIBUTION_CAPTION,
+    ] {
+        assert!(
+            svg.contains(caption),
+            "the report lacks the {caption:?} plot"
+        );
+    }
+
     // Phase: kill -9 a replica; dev starts a new one on the same port, which catches up.
     let victim_port = format!("--port {}", base + 1);
     let (victim, _) = kids
