@@ -20,39 +20,11 @@ use std::time::{Duration, Instant};
 
 use benches::Noop;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use replica_core::{Config, MemLogStore, MemNetwork, Node, NodeHandle, NodeId, NodeOptions, Role};
+use replica_core::{Config, NodeHandle};
 use uuid::Uuid;
 
 async fn start(members: usize, config: Config) -> Vec<NodeHandle<Noop>> {
-    let net = MemNetwork::new(1);
-    let mut nodes = Vec::new();
-    for i in 0..members {
-        let id = NodeId::new(format!("n{i}"));
-        let opts = NodeOptions {
-            id: id.clone(),
-            config: config.clone(),
-            state_machine: Noop,
-            store: MemLogStore::new(),
-            transport: net.transport(id.clone()),
-            initial_primary: i == 0,
-            seeds: if i == 0 {
-                vec![]
-            } else {
-                vec![NodeId::new("n0")]
-            },
-            rng_seed: i as u64,
-        };
-        let node = Node::start(opts).await.unwrap();
-        net.register(id, Arc::new(node.clone()));
-        nodes.push(node);
-    }
-    loop {
-        let st = nodes[0].status().await.unwrap();
-        if st.role == Role::Primary && st.in_sync.len() == members {
-            return nodes;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    benches::start_noop_cluster(members, config).await.unwrap()
 }
 
 /// Commit `total` writes with `writers` concurrent writers; the time it took.

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use clap::Parser;
-use replica_core::{Config, MemLogStore, MemNetwork, Node, NodeHandle, NodeId, NodeOptions, Role};
+use replica_core::{Config, NodeHandle};
 use uuid::Uuid;
 
 use benches::Noop;
@@ -67,41 +67,8 @@ async fn run(args: Args) -> Result<(), String> {
         pending_writes_max: (args.clients as usize).max(1) * 2,
         ..Config::default()
     };
-    let net = MemNetwork::new(1);
-    let mut nodes: Vec<NodeHandle<Noop>> = Vec::new();
-    for i in 0..args.members {
-        let id = NodeId::new(format!("n{i}"));
-        let opts = NodeOptions {
-            id: id.clone(),
-            config: config.clone(),
-            state_machine: Noop,
-            store: MemLogStore::new(),
-            transport: net.transport(id.clone()),
-            initial_primary: i == 0,
-            seeds: if i == 0 {
-                vec![]
-            } else {
-                vec![NodeId::new("n0")]
-            },
-            rng_seed: i as u64,
-        };
-        let node = Node::start(opts).await.map_err(|e| e.to_string())?;
-        net.register(id, Arc::new(node.clone()));
-        nodes.push(node);
-    }
-    // Wait until every replica is in the primary's in-sync set.
+    let nodes: Vec<NodeHandle<Noop>> = benches::start_noop_cluster(args.members, config).await?;
     let primary = nodes[0].clone();
-    let started = Instant::now();
-    loop {
-        let st = primary.status().await.map_err(|e| e.to_string())?;
-        if st.role == Role::Primary && st.in_sync.len() == args.members {
-            break;
-        }
-        if started.elapsed().as_secs() > 30 {
-            return Err(format!("cluster did not form: {st:?}"));
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
 
     let next = Arc::new(AtomicU64::new(0));
     let t0 = Instant::now();

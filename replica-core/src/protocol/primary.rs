@@ -298,6 +298,27 @@ impl<S: StateMachine, R> Replica<S, R> {
             clock,
             ..
         } = self;
+        // One append (or heartbeat, with no entries) to one secondary.
+        let append_call = |to: &NodeId, f: &Follower, prev, entries| {
+            let append = Append {
+                prev,
+                entries,
+                commit: hard.commit,
+                last: last.index,
+                acked: f.acked_seq,
+            };
+            let msg = Message {
+                from: id.clone(),
+                epoch: hard.epoch,
+                clock: *clock,
+                body: Body::Append(append),
+            };
+            Output::Call {
+                to: to.clone(),
+                kind: super::CallKind::Append,
+                msg,
+            }
+        };
         for (to, f) in followers.iter_mut() {
             let heartbeat_due = f
                 .last_sent
@@ -309,24 +330,7 @@ impl<S: StateMachine, R> Replica<S, R> {
                 // never go quiet for longer than a heartbeat interval while we live.
                 if heartbeat_due {
                     if let Some(prev) = log.pos_at(f.next - 1) {
-                        let append = Append {
-                            prev,
-                            entries: Vec::new(),
-                            commit: hard.commit,
-                            last: last.index,
-                            acked: f.acked_seq,
-                        };
-                        let msg = Message {
-                            from: id.clone(),
-                            epoch: hard.epoch,
-                            clock: *clock,
-                            body: Body::Append(append),
-                        };
-                        outputs.push(Output::Call {
-                            to: to.clone(),
-                            kind: super::CallKind::Append,
-                            msg,
-                        });
+                        outputs.push(append_call(to, f, prev, Vec::new()));
                         f.last_sent = Some(now);
                     }
                 }
@@ -352,24 +356,7 @@ impl<S: StateMachine, R> Replica<S, R> {
                 cfg.batch_entries_max.min(sendable),
                 cfg.batch_bytes_max,
             );
-            let append = Append {
-                prev,
-                entries,
-                commit: hard.commit,
-                last: last.index,
-                acked: f.acked_seq,
-            };
-            let msg = Message {
-                from: id.clone(),
-                epoch: hard.epoch,
-                clock: *clock,
-                body: Body::Append(append),
-            };
-            outputs.push(Output::Call {
-                to: to.clone(),
-                kind: super::CallKind::Append,
-                msg,
-            });
+            outputs.push(append_call(to, f, prev, entries));
             if !f.in_flight {
                 f.in_flight_since = now;
             }
