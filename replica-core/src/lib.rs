@@ -19,6 +19,9 @@
 //!
 //! See `ARCHITECTURE.md` at the repository root for the invariants of each module.
 
+// Unit tests may unwrap: a panic there is the failure report.
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
 #[cfg(feature = "bug-injection")]
 pub mod bug_injection;
 pub mod client;

@@ -2,6 +2,8 @@
 //! secondary restarts, once the network heals every replica converges to the same state, and
 //! every acknowledged write is present exactly once (unacknowledged ones at most once).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 

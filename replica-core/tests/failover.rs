@@ -3,6 +3,8 @@
 //!
 //! Every test runs in paused tokio time: timeouts fire deterministically and instantly.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 

@@ -1,6 +1,8 @@
 //! Membership over the in-memory transport: greeting, gossip, suspicion and
 //! removal, generations, and front ends in the primary's list.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
+
 use std::time::Duration;
 
 use replica_core::message::ServiceKind;

@@ -1,5 +1,7 @@
 //! Replication over the in-memory transport: the write path, group commit, dedup, catch-up.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
+
 use replica_core::testing::{Cluster, KvCommand, KvGet};
 use replica_core::NodeId;
 

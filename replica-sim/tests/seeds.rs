@@ -9,6 +9,8 @@
 //! differently moves them. Regenerate with `cargo run --release -p replica-sim -- --seeds 1000`
 //! (and `--faults lossy|targeted|partitions`), then `--seed S --trace` to confirm the scenario.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
+
 use std::collections::BTreeMap;
 
 use replica_sim::trace::Fnv;
@@ -42,7 +44,7 @@ fn run_range(range: std::ops::Range<u64>, mode: FaultMode) -> Vec<Report> {
             .collect();
         handles
             .into_iter()
-            .flat_map(|h| h.join().unwrap())
+            .flat_map(|h| h.join().expect("a seed thread panicked"))
             .collect()
     })
 }
