@@ -42,6 +42,10 @@ pub struct Config {
     /// Most payload bytes in one append message (a single larger entry still goes alone).
     /// Default 1 MiB.
     pub batch_bytes_max: usize,
+    /// Appends outstanding to one secondary at a time. With one, a write that arrives just as a
+    /// batch leaves waits for that batch's whole round trip; with two, it goes at once in the
+    /// next batch while the first is still in flight. Default 2.
+    pub appends_in_flight_max: usize,
     /// Most writes the primary holds that are not yet committed; more are refused with
     /// `Overloaded`. Default 65536.
     pub pending_writes_max: usize,
@@ -73,6 +77,7 @@ impl Default for Config {
             suspicion_timeout_ms: 2000,
             batch_entries_max: 1024,
             batch_bytes_max: 1 << 20,
+            appends_in_flight_max: 2,
             pending_writes_max: 65_536,
             dedup_entries_max: 250_000,
             snapshot_interval_entries: 10_000,

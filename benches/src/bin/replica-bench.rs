@@ -98,6 +98,12 @@ async fn run(args: Args) -> Result<(), String> {
     );
     println!("put/s: {:.0}", per_sec);
     println!("ns/op: {:.0}", elapsed.as_nanos() as f64 / args.ops as f64);
+    let m = primary.metrics();
+    let appends = m.append_batch_entries.count().max(1);
+    println!(
+        "entries/append: {:.1} (mean over {appends} appends to secondaries)",
+        m.append_batch_entries.sum() / appends as f64
+    );
     for n in &nodes {
         n.stop();
     }

@@ -17,10 +17,11 @@ pub(super) struct Follower {
     pub(super) next: LogIndex,
     /// Highest index the secondary acknowledged as durable and equal to ours.
     pub(super) matched: LogIndex,
-    /// An append or snapshot is outstanding (depth-1 pipeline: the next batch forms meanwhile).
-    in_flight: bool,
-    /// When the outstanding message was first sent (resends do not move it): a reply proves the
-    /// secondary heard from us at or after this time.
+    /// Appends or snapshots outstanding (at most `appends_in_flight_max`; the next batch forms
+    /// meanwhile). `next` runs ahead of `matched` by what is in flight.
+    in_flight: u32,
+    /// When the oldest outstanding message was sent: a reply proves the secondary heard from us
+    /// at or after this time.
     in_flight_since: u64,
     /// The secondary heard from us at or after this time (from its latest acknowledgement), so
     /// it starts no election before this plus the failure timeout: the read lease.
@@ -44,7 +45,7 @@ impl Follower {
         Follower {
             next: last_index + 1,
             matched: 0,
-            in_flight: false,
+            in_flight: 0,
             in_flight_since: 0,
             heard_at: 0,
             acked_seq: 0,
@@ -273,6 +274,7 @@ impl<S: StateMachine, R> Replica<S, R> {
     pub(super) fn replicate(&mut self) {
         let now = self.now;
         let resend_after = (self.cfg.ack_timeout_ms / 4).max(2 * self.cfg.heartbeat_interval_ms);
+        let depth_max = u32::try_from(self.cfg.appends_in_flight_max.max(1)).unwrap_or(u32::MAX);
         // A configuration entry goes out only once it is durable here (a crash must not leave
         // secondaries with a configuration their primary forgot); entries after it wait too.
         if self
@@ -323,8 +325,13 @@ impl<S: StateMachine, R> Replica<S, R> {
             let heartbeat_due = f
                 .last_sent
                 .is_none_or(|t| now.saturating_sub(t) >= cfg.heartbeat_interval_ms);
+            if f.in_flight > 0 && now.saturating_sub(f.in_flight_since) >= resend_after {
+                // Nothing back for a while: assume what is outstanding lost and resend it.
+                f.in_flight = 0;
+                f.next = f.matched + 1;
+            }
             let backing_off = f.backoff_until > now;
-            if backing_off || (f.in_flight && now.saturating_sub(f.sent_at) < resend_after) {
+            if backing_off || f.in_flight >= depth_max {
                 // A batch is outstanding, or calls failed lately: keep heartbeating anyway. A
                 // secondary's eligibility lease relies on our silence meaning our death, so we
                 // never go quiet for longer than a heartbeat interval while we live.
@@ -356,11 +363,14 @@ impl<S: StateMachine, R> Replica<S, R> {
                 cfg.batch_entries_max.min(sendable),
                 cfg.batch_bytes_max,
             );
+            if let Some(e) = entries.last() {
+                f.next = e.index + 1;
+            }
             outputs.push(append_call(to, f, prev, entries));
-            if !f.in_flight {
+            if f.in_flight == 0 {
                 f.in_flight_since = now;
             }
-            f.in_flight = true;
+            f.in_flight += 1;
             f.sent_at = now;
             f.last_sent = Some(now);
         }
@@ -368,10 +378,8 @@ impl<S: StateMachine, R> Replica<S, R> {
             let snapshot = Box::new(self.make_snapshot());
             for to in snapshot_for {
                 if let Some(f) = self.followers.get_mut(&to) {
-                    if !f.in_flight {
-                        f.in_flight_since = now;
-                    }
-                    f.in_flight = true;
+                    f.in_flight_since = now;
+                    f.in_flight = 1;
                     f.sent_at = now;
                     f.last_sent = Some(now);
                     f.needs_snapshot = false;
@@ -397,9 +405,9 @@ impl<S: StateMachine, R> Replica<S, R> {
         let Some(f) = self.followers.get_mut(&from) else {
             return;
         };
-        f.in_flight = false;
         match reply {
             AppendReply::Ok { matched, last, seq } => {
+                f.in_flight = f.in_flight.saturating_sub(1);
                 f.last_ack = now;
                 f.acked_seq = f.acked_seq.max(seq);
                 f.heard_at = f.heard_at.max(f.in_flight_since);
@@ -411,6 +419,8 @@ impl<S: StateMachine, R> Replica<S, R> {
                 }
             }
             AppendReply::Gap { last } => {
+                // Whatever else is in flight was built on the wrong assumption: start over.
+                f.in_flight = 0;
                 if last.index >= base_index && self.log.pos_at(last.index) == Some(last) {
                     f.next = last.index + 1;
                     f.matched = f.matched.min(last.index);
@@ -418,8 +428,13 @@ impl<S: StateMachine, R> Replica<S, R> {
                     f.needs_snapshot = true;
                 }
             }
-            AppendReply::Diverged { .. } => f.needs_snapshot = true,
+            AppendReply::Diverged { .. } => {
+                f.in_flight = 0;
+                f.needs_snapshot = true;
+            }
             AppendReply::SnapshotBehind { .. } => {
+                f.in_flight = 0;
+                f.next = f.matched + 1;
                 f.backoff_until = now + self.cfg.heartbeat_interval_ms;
             }
         }
@@ -436,7 +451,9 @@ impl<S: StateMachine, R> Replica<S, R> {
     pub(super) fn on_append_failed(&mut self, to: &NodeId) {
         let backoff = self.now + self.cfg.heartbeat_interval_ms;
         if let Some(f) = self.followers.get_mut(to) {
-            f.in_flight = false;
+            // Resend from what it acknowledged once the backoff is over.
+            f.in_flight = 0;
+            f.next = f.matched + 1;
             f.backoff_until = backoff;
         }
     }
