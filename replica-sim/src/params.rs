@@ -223,6 +223,8 @@ impl Params {
             batch_entries_max: pick(&mut rng, &[1, 2, 4, 16, 1024]),
             batch_bytes_max: pick(&mut rng, &[200, 4096, 1 << 20]),
             pending_writes_max: pick(&mut rng, &[4, 65_536, 65_536]),
+            // From its own stream, so adding it moved no other draw (old seeds replay as before).
+            appends_in_flight_max: pick(&mut Rng::new(seed ^ 0x4445_5054_485f_4d58), &[1, 2, 2, 4]),
             dedup_entries_max: 1_000_000,
             snapshot_interval_entries: pick(&mut rng, &[0, 5, 16, 50, 10_000]),
             log_retain_entries: pick(&mut rng, &[0, 2, 10, 10_000]),

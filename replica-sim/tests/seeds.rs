@@ -206,10 +206,10 @@ fn f7_confirmed_only_when_holding_the_primary_log() {
 /// Seeds from the 100,000-seed sweeps after F1–F7, each a distinct core bug since fixed:
 /// confirmation carried across epochs (53429); a stalled candidate deciding on stale answers
 /// (67783, 57491); a deposed primary serving stale reads (13975, 20281); a slow disk holding a
-/// candidate's election replies (4841, 7220).
+/// candidate's election replies (4841, 7220); a winner paused before taking office (93757).
 #[test]
 fn crash_stop_sweep_findings() {
-    for seed in [53429, 67783, 57491, 13975, 20281, 4841, 7220] {
+    for seed in [53429, 67783, 57491, 13975, 20281, 4841, 7220, 93757] {
         assert_passes(seed, FaultMode::CrashStop);
     }
 }

@@ -356,6 +356,10 @@ pub struct Replica<S: StateMachine, R> {
     election: Option<Election>,
     /// Won, waiting for the new epoch to be durable before taking office: (epoch, in-sync).
     pending_office: Option<(Epoch, BTreeSet<NodeId>)>,
+    /// The claim in `pending_office` is the initial primary's bootstrap (it has no rivals).
+    bootstrapping: bool,
+    /// Primary: a secondary has acknowledged something in this epoch (so others know of it).
+    acked_in_epoch: bool,
 
     // --- membership
     services: Services,
@@ -475,6 +479,8 @@ impl<S: StateMachine, R> Replica<S, R> {
             pending_ids: IdMap::default(),
             election: None,
             pending_office: None,
+            bootstrapping: false,
+            acked_in_epoch: false,
             services: Services::new(start.id.clone(), ServiceKind::Replica, generation),
             seeds: start.seeds.clone(),
             next_gossip: now,
@@ -701,8 +707,26 @@ impl<S: StateMachine, R> Replica<S, R> {
 
     fn on_tick(&mut self) {
         let now = self.now;
+        if self.pending_office.is_some() {
+            // Checks for a stall of ours before `last_tick` moves on.
+            self.take_pending_office();
+        }
         let stalled_ms = now.saturating_sub(self.last_tick);
         self.last_tick = now;
+        let others_in_sync = self.config.in_sync.iter().any(|m| *m != self.id);
+        if self.role == Role::Primary
+            && !self.acked_in_epoch
+            && others_in_sync
+            && stalled_ms > (self.cfg.election_wait_ms / 2).max(2 * self.cfg.tick_interval_ms)
+        {
+            // We took office and stalled before any secondary acknowledged us: nobody may know
+            // of our epoch, and the others may have elected someone else in it meanwhile.
+            tracing::warn!(
+                stalled_ms,
+                "stalled before our first acknowledgement; stepping down"
+            );
+            self.become_secondary(None);
+        }
         if stalled_ms > 2 * self.cfg.tick_interval_ms {
             // Silence from peers measured while we were not running proves nothing: an open
             // election round gives them a full wait again, counted from now.
@@ -891,6 +915,14 @@ impl<S: StateMachine, R> Replica<S, R> {
     /// voids the lease), or our acknowledgements were stuck behind a stalled disk while its
     /// messages still arrived (then this check fails). Such a replica may have been dropped and
     /// must not take office on its own word.
+    /// Whether this replica did not run for long enough that the others, asking it during an
+    /// election, may have found it silent for a whole round (half an election wait without a
+    /// tick; a round lasts at least a whole one).
+    pub(super) fn stalled(&self) -> bool {
+        self.now.saturating_sub(self.last_tick)
+            > (self.cfg.election_wait_ms / 2).max(2 * self.cfg.tick_interval_ms)
+    }
+
     fn lease_valid(&self) -> bool {
         // The primary heartbeats at least every heartbeat interval while it lives, so it died
         // within about one interval of its last message (two, for scheduling slack).

@@ -69,6 +69,7 @@ impl<S: StateMachine, R> Replica<S, R> {
     /// First boot of the configured primary: epoch 1, in-sync set of one.
     pub(super) fn become_primary_initial(&mut self) {
         self.role = Role::Candidate;
+        self.bootstrapping = true;
         let epoch = self.hard.epoch + 1;
         self.claim_office(epoch, BTreeSet::new());
     }
@@ -90,8 +91,17 @@ impl<S: StateMachine, R> Replica<S, R> {
         }
     }
 
-    /// Take office if the claimed epoch is durable and still ours.
+    /// Take office if the claimed epoch is durable and still ours — and if we have not
+    /// stalled since the decision. Our silence while stalled may have let the others decide we
+    /// were dead and elect someone else, in this very epoch (they did not know we claimed it);
+    /// then the decision is stale and the election runs again (a bootstrap has no rivals).
     pub(super) fn take_pending_office(&mut self) {
+        if self.pending_office.is_some() && !self.bootstrapping && self.stalled() {
+            tracing::warn!("stalled while taking office; running the election again");
+            self.pending_office = None;
+            self.become_secondary(None);
+            return;
+        }
         if self.durable_seq < self.epoch_persist_seq {
             return;
         }
@@ -106,6 +116,8 @@ impl<S: StateMachine, R> Replica<S, R> {
     /// Become primary for `epoch` (already durable) with `in_sync` (plus ourselves) as the
     /// in-sync set.
     fn take_office(&mut self, epoch: Epoch, mut in_sync: BTreeSet<NodeId>) {
+        self.bootstrapping = false;
+        self.acked_in_epoch = false;
         self.role = super::Role::Primary;
         self.primary = Some(self.id.clone());
         self.epoch_primary = Some(self.id.clone());
@@ -407,6 +419,7 @@ impl<S: StateMachine, R> Replica<S, R> {
         };
         match reply {
             AppendReply::Ok { matched, last, seq } => {
+                self.acked_in_epoch = true;
                 f.in_flight = f.in_flight.saturating_sub(1);
                 f.last_ack = now;
                 f.acked_seq = f.acked_seq.max(seq);
