@@ -318,8 +318,32 @@ pub fn encode(msg: &Message) -> Result<Vec<u8>, CodecError> {
     // several times, which showed up as a tenth of the replication path's instructions.
     let mut out = Vec::with_capacity(msg.body.size_hint());
     out.push(WIRE_VERSION);
-    postcard::to_io(msg, &mut out).map_err(|e| CodecError::Malformed(e.to_string()))?;
-    Ok(out)
+    postcard::serialize_with_flavor(msg, VecFlavor(out))
+        .map_err(|e| CodecError::Malformed(e.to_string()))
+}
+
+/// Serializes into a caller-sized `Vec`. postcard's own `Vec` flavor cannot start from a
+/// pre-sized buffer, and its `io::Write` flavor pays a call per varint.
+struct VecFlavor(Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for VecFlavor {
+    type Output = Vec<u8>;
+
+    #[inline]
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.0.push(byte);
+        Ok(())
+    }
+
+    #[inline]
+    fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<Vec<u8>> {
+        Ok(self.0)
+    }
 }
 
 /// Decode a message produced by [`encode`]. Never panics on arbitrary input.

@@ -1,12 +1,15 @@
 //! The runtime: drives a [`Replica`] with tokio, a [`LogStore`], a [`Transport`] and timers.
 //!
-//! Three kinds of task:
+//! Two kinds of task:
 //! - the **core task** owns the replica; it takes every input waiting in its channel (up to
 //!   `INPUTS_PER_TURN_MAX`), steps the replica with each, then executes the outputs once — this
-//!   is where concurrent writes become one batch;
+//!   is where concurrent writes become one batch. It also drives the replica's outbound calls
+//!   (a `FuturesUnordered`: a reply wakes the core directly, no task per call); only full
+//!   copies, which can be large to encode, go out on a task of their own;
 //! - the **store task** executes storage operations strictly in order and syncs once per run of
-//!   operations (group commit), then reports the highest durable sequence number;
-//! - one short-lived task per outbound call.
+//!   operations (group commit), then reports the highest durable sequence number. A store that
+//!   [completes immediately](LogStore::completes_immediately) (in memory) has no task: the core
+//!   runs its operations itself after each turn.
 //!
 //! Invariant: the replica is only touched by the core task, so the protocol never needs a lock.
 
@@ -15,6 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures_util::future::{BoxFuture, FutureExt};
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -23,7 +28,7 @@ use uuid::Uuid;
 use crate::config::Config;
 use crate::message::{self, Body, Message, WriteError, WriteRequest};
 use crate::metrics::NodeMetrics;
-use crate::protocol::{Event, Input, Output, RecoveryError, Replica, Start, Status};
+use crate::protocol::{CallKind, Event, Input, Output, RecoveryError, Replica, Start, Status};
 use crate::state_machine::StateMachine;
 use crate::storage::{LogStore, StorageError, StoreOp};
 use crate::transport::{Handler, NodeStopped, Transport};
@@ -35,6 +40,17 @@ const INPUTS_PER_TURN_MAX: usize = 4096;
 
 /// The reply token the runtime hands the core: where the answer goes.
 type Responder = oneshot::Sender<Message>;
+
+/// Outbound calls in flight, each resolving to the input its outcome feeds the replica.
+type Calls = FuturesUnordered<BoxFuture<'static, Input<Responder>>>;
+
+/// Where storage operations run.
+enum StoreDriver<L> {
+    /// On the store task, through this channel (a store that waits on a disk).
+    Task(mpsc::UnboundedSender<(u64, StoreOp)>),
+    /// On the core task, after each turn (a store that never waits).
+    Inline(L),
+}
 
 enum Cmd<S> {
     Input(Input<Responder>),
@@ -141,23 +157,33 @@ impl Node {
             Replica::new(start, config, state_machine, recovered, 0)?;
 
         let (tx, rx) = mpsc::unbounded_channel();
-        let (store_tx, store_rx) = mpsc::unbounded_channel();
         let metrics = Arc::new(NodeMetrics::default());
-        let store_task = tokio::spawn(run_store(store, store_rx, tx.clone(), metrics.clone()));
+        let mut tasks = Vec::new();
+        let store = if store.completes_immediately() {
+            StoreDriver::Inline(store)
+        } else {
+            let (store_tx, store_rx) = mpsc::unbounded_channel();
+            tasks.push(tokio::spawn(run_store(
+                store,
+                store_rx,
+                tx.clone(),
+                metrics.clone(),
+            )));
+            StoreDriver::Task(store_tx)
+        };
         let core = Core {
             replica,
-            store_tx,
+            store,
             transport: Arc::new(transport),
-            tx: tx.clone(),
             origin,
             id: id.clone(),
             metrics: metrics.clone(),
         };
-        let core_task = tokio::spawn(core.run(rx, tick));
+        tasks.push(tokio::spawn(core.run(rx, tick)));
         Ok(NodeHandle {
             id,
             tx,
-            tasks: Arc::new(Mutex::new(vec![store_task, core_task])),
+            tasks: Arc::new(Mutex::new(tasks)),
             metrics,
         })
     }
@@ -318,17 +344,16 @@ impl<S: StateMachine> NodeHandle<S> {
 }
 
 /// The core task's state.
-struct Core<S: StateMachine, T> {
+struct Core<S: StateMachine, T, L> {
     replica: Replica<S, Responder>,
-    store_tx: mpsc::UnboundedSender<(u64, StoreOp)>,
+    store: StoreDriver<L>,
     transport: Arc<T>,
-    tx: mpsc::UnboundedSender<Cmd<S>>,
     origin: Instant,
     id: NodeId,
     metrics: Arc<NodeMetrics>,
 }
 
-impl<S: StateMachine, T: Transport> Core<S, T> {
+impl<S: StateMachine, T: Transport, L: LogStore> Core<S, T, L> {
     fn now(&self) -> u64 {
         u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
@@ -336,7 +361,10 @@ impl<S: StateMachine, T: Transport> Core<S, T> {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Cmd<S>>, tick: Duration) {
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        self.execute();
+        let mut calls = Calls::new();
+        if !self.execute(&mut calls).await {
+            return;
+        }
         loop {
             tokio::select! {
                 cmd = rx.recv() => {
@@ -357,12 +385,22 @@ impl<S: StateMachine, T: Transport> Core<S, T> {
                         }
                     }
                 }
+                Some(input) = calls.next(), if !calls.is_empty() => {
+                    let now = self.now();
+                    self.replica.step(now, input);
+                    // Every other reply already in joins this turn.
+                    while let Some(Some(input)) = calls.next().now_or_never() {
+                        self.replica.step(now, input);
+                    }
+                }
                 _ = ticker.tick() => {
                     let now = self.now();
                     self.replica.step(now, Input::Tick);
                 }
             }
-            self.execute();
+            if !self.execute(&mut calls).await {
+                break;
+            }
         }
     }
 
@@ -382,71 +420,111 @@ impl<S: StateMachine, T: Transport> Core<S, T> {
         true
     }
 
-    fn execute(&mut self) {
-        for out in self.replica.take_outputs() {
-            match out {
-                Output::Call { to, kind, msg } => {
-                    let (transport, tx, metrics) = (
-                        self.transport.clone(),
-                        self.tx.clone(),
-                        self.metrics.clone(),
-                    );
-                    let timed = match &msg.body {
-                        Body::Append(a) if !a.entries.is_empty() => {
-                            metrics.append_batch_entries.observe(a.entries.len() as f64);
-                            Some(Instant::now())
-                        }
-                        _ => None,
-                    };
-                    tokio::spawn(async move {
-                        let input = match transport.call(&to, msg).await {
-                            Ok(msg) => {
-                                if let Some(t) = timed {
-                                    metrics
-                                        .replication_seconds
-                                        .observe(t.elapsed().as_secs_f64());
-                                }
-                                Input::Response { from: to, msg }
+    /// Execute the replica's outputs; with an inline store, run its operations and feed back
+    /// their completion until the replica has nothing more to say. Returns false when the node
+    /// must stop (the store failed).
+    async fn execute(&mut self, calls: &mut Calls) -> bool {
+        loop {
+            let mut ops = Vec::new();
+            for out in self.replica.take_outputs() {
+                match out {
+                    Output::Call { to, kind, msg } => self.call(calls, to, kind, msg),
+                    Output::Respond { reply, msg } => {
+                        match &msg.body {
+                            Body::WriteReply(Ok(_)) => self
+                                .metrics
+                                .writes_committed
+                                .fetch_add(1, Ordering::Relaxed),
+                            Body::WriteReply(Err(_)) => {
+                                self.metrics.writes_refused.fetch_add(1, Ordering::Relaxed)
                             }
-                            Err(e) => {
-                                tracing::trace!(peer = %to, error = %e, "call failed");
-                                metrics.calls_failed.fetch_add(1, Ordering::Relaxed);
-                                Input::CallFailed { to, kind }
-                            }
+                            _ => 0,
                         };
-                        let _ = tx.send(Cmd::Input(input));
-                    });
-                }
-                Output::Respond { reply, msg } => {
-                    match &msg.body {
-                        Body::WriteReply(Ok(_)) => self
-                            .metrics
-                            .writes_committed
-                            .fetch_add(1, Ordering::Relaxed),
-                        Body::WriteReply(Err(_)) => {
-                            self.metrics.writes_refused.fetch_add(1, Ordering::Relaxed)
-                        }
-                        _ => 0,
-                    };
-                    let _ = reply.send(msg);
-                }
-                Output::Store { seq, op } => {
-                    let _ = self.store_tx.send((seq, op));
-                }
-                Output::Event(ev) => {
-                    let counter = match &ev {
-                        Event::ElectionStarted { .. } => Some(&self.metrics.elections_started),
-                        Event::ElectionWon { .. } => Some(&self.metrics.elections_won),
-                        Event::SnapshotSent { .. } => Some(&self.metrics.snapshots_sent),
-                        Event::SnapshotInstalled { .. } => Some(&self.metrics.snapshots_installed),
-                        _ => None,
-                    };
-                    if let Some(c) = counter {
-                        c.fetch_add(1, Ordering::Relaxed);
+                        let _ = reply.send(msg);
                     }
-                    log_event(&self.id, &ev);
+                    Output::Store { seq, op } => match &self.store {
+                        StoreDriver::Task(tx) => {
+                            let _ = tx.send((seq, op));
+                        }
+                        StoreDriver::Inline(_) => ops.push((seq, op)),
+                    },
+                    Output::Event(ev) => {
+                        let counter = match &ev {
+                            Event::ElectionStarted { .. } => Some(&self.metrics.elections_started),
+                            Event::ElectionWon { .. } => Some(&self.metrics.elections_won),
+                            Event::SnapshotSent { .. } => Some(&self.metrics.snapshots_sent),
+                            Event::SnapshotInstalled { .. } => {
+                                Some(&self.metrics.snapshots_installed)
+                            }
+                            _ => None,
+                        };
+                        if let Some(c) = counter {
+                            c.fetch_add(1, Ordering::Relaxed);
+                        }
+                        log_event(&self.id, &ev);
+                    }
                 }
             }
+            let StoreDriver::Inline(store) = &mut self.store else {
+                return true;
+            };
+            if ops.is_empty() {
+                return true;
+            }
+            match execute_ops(store, &ops, &self.metrics).await {
+                Ok(seq) => {
+                    let now = self.now();
+                    self.replica.step(now, Input::Persisted { seq });
+                }
+                Err(e) => {
+                    tracing::error!(node = %self.id, reason = %e, "storage failed; replica halts and needs a full copy");
+                    return false;
+                }
+            }
+        }
+    }
+
+    /// Start an outbound call; its outcome comes back through `calls`.
+    fn call(&self, calls: &mut Calls, to: NodeId, kind: CallKind, msg: Message) {
+        let (transport, metrics) = (self.transport.clone(), self.metrics.clone());
+        let timed = match &msg.body {
+            Body::Append(a) if !a.entries.is_empty() => {
+                metrics.append_batch_entries.observe(a.entries.len() as f64);
+                Some(Instant::now())
+            }
+            _ => None,
+        };
+        let full_copy = matches!(msg.body, Body::InstallSnapshot(_));
+        let peer = to.clone();
+        let outcome = async move {
+            match transport.call(&to, msg).await {
+                Ok(msg) => {
+                    if let Some(t) = timed {
+                        metrics
+                            .replication_seconds
+                            .observe(t.elapsed().as_secs_f64());
+                    }
+                    Input::Response { from: to, msg }
+                }
+                Err(e) => {
+                    tracing::trace!(peer = %to, error = %e, "call failed");
+                    metrics.calls_failed.fetch_add(1, Ordering::Relaxed);
+                    Input::CallFailed { to, kind }
+                }
+            }
+        };
+        if full_copy {
+            // A full copy can take a while to encode: not on the replica's task.
+            let task = tokio::spawn(outcome);
+            calls.push(
+                async move {
+                    task.await
+                        .unwrap_or(Input::CallFailed { to: peer, kind })
+                }
+                .boxed(),
+            );
+        } else {
+            calls.push(outcome.boxed());
         }
     }
 }
@@ -495,27 +573,8 @@ async fn run_store<S, L: LogStore>(
                 Err(_) => break,
             }
         }
-        let mut last = 0;
-        let mut needs_sync = false;
-        let mut result = Ok(());
-        for (seq, op) in &batch {
-            needs_sync |= matches!(op, StoreOp::Append(_));
-            result = store.execute(op).await;
-            if result.is_err() {
-                break;
-            }
-            last = *seq;
-        }
-        if result.is_ok() && needs_sync {
-            let started = Instant::now();
-            result = store.sync().await;
-            metrics
-                .store_sync_seconds
-                .observe(started.elapsed().as_secs_f64());
-            metrics.store_ops_per_sync.observe(batch.len() as f64);
-        }
-        let cmd = match result {
-            Ok(()) => Cmd::Input(Input::Persisted { seq: last }),
+        let cmd = match execute_ops(&mut store, &batch, &metrics).await {
+            Ok(seq) => Cmd::Input(Input::Persisted { seq }),
             Err(e) => Cmd::Fatal(e.to_string()),
         };
         let fatal = matches!(cmd, Cmd::Fatal(_));
@@ -523,4 +582,29 @@ async fn run_store<S, L: LogStore>(
             return;
         }
     }
+}
+
+/// Execute a run of operations in order, then sync once if any appended (group commit).
+/// Returns the sequence number of the last one, now durable.
+async fn execute_ops<L: LogStore>(
+    store: &mut L,
+    batch: &[(u64, StoreOp)],
+    metrics: &NodeMetrics,
+) -> Result<u64, StorageError> {
+    let mut last = 0;
+    let mut needs_sync = false;
+    for (seq, op) in batch {
+        needs_sync |= matches!(op, StoreOp::Append(_));
+        store.execute(op).await?;
+        last = *seq;
+    }
+    if needs_sync {
+        let started = Instant::now();
+        store.sync().await?;
+        metrics
+            .store_sync_seconds
+            .observe(started.elapsed().as_secs_f64());
+        metrics.store_ops_per_sync.observe(batch.len() as f64);
+    }
+    Ok(last)
 }

@@ -3,6 +3,7 @@
 //! Invariant: identical on every replica after applying the same entries (insertion and eviction
 //! depend only on the apply order), which is why it can be part of snapshots.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 
@@ -45,11 +46,19 @@ impl Hasher for IdHasher {
 pub(crate) type IdMap<V> = HashMap<Uuid, V, BuildHasherDefault<IdHasher>>;
 
 /// Remembers the result of the most recent `max` applied writes.
+///
+/// Records live in a ring in apply order (appended and evicted sequentially, so cache- and
+/// page-friendly); the hash map only holds id → sequence number, 24 bytes a slot. With records
+/// in the map itself each insert wrote 80 bytes at a random address and every growth rehashed
+/// them all: in the replication benchmark that was a quarter of the write path.
 #[derive(Debug)]
 pub(crate) struct DedupTable {
-    map: IdMap<DedupRecord>,
-    /// Ids in apply order, oldest first: the eviction order.
-    order: VecDeque<Uuid>,
+    /// Id → sequence number of its record (`first_seq` is the front of `records`).
+    map: IdMap<u64>,
+    /// Records in apply order, oldest first: the eviction order.
+    records: VecDeque<DedupRecord>,
+    /// Sequence number of `records[0]`.
+    first_seq: u64,
     max: usize,
 }
 
@@ -57,49 +66,57 @@ impl DedupTable {
     pub(crate) fn new(max: usize) -> Self {
         DedupTable {
             map: IdMap::default(),
-            order: VecDeque::new(),
+            records: VecDeque::new(),
+            first_seq: 0,
             max,
         }
     }
 
     pub(crate) fn get(&self, id: &Uuid) -> Option<&DedupRecord> {
-        self.map.get(id)
+        let seq = *self.map.get(id)?;
+        let offset = usize::try_from(seq.checked_sub(self.first_seq)?).ok()?;
+        self.records.get(offset)
     }
 
     /// Remember a result. A second insert of the same id keeps the first result.
     pub(crate) fn insert(&mut self, rec: DedupRecord) {
-        if self.max == 0 || self.map.contains_key(&rec.id) {
+        if self.max == 0 {
             return;
         }
-        self.order.push_back(rec.id);
-        self.map.insert(rec.id, rec);
-        while self.order.len() > self.max {
-            if let Some(old) = self.order.pop_front() {
-                self.map.remove(&old);
+        let seq = self.first_seq + self.records.len() as u64;
+        match self.map.entry(rec.id) {
+            Entry::Occupied(_) => return,
+            Entry::Vacant(v) => {
+                v.insert(seq);
             }
         }
-        debug_assert_eq!(self.map.len(), self.order.len());
+        self.records.push_back(rec);
+        while self.records.len() > self.max {
+            if let Some(old) = self.records.pop_front() {
+                self.map.remove(&old.id);
+                self.first_seq += 1;
+            }
+        }
+        debug_assert_eq!(self.map.len(), self.records.len());
     }
 
     /// The whole table, oldest first, for a snapshot.
     pub(crate) fn to_vec(&self) -> Vec<DedupRecord> {
-        self.order
-            .iter()
-            .filter_map(|id| self.map.get(id).cloned())
-            .collect()
+        self.records.iter().cloned().collect()
     }
 
     /// Replace the table with a snapshot's.
     pub(crate) fn restore(&mut self, records: Vec<DedupRecord>) {
         self.map.clear();
-        self.order.clear();
+        self.records.clear();
+        self.first_seq = 0;
         for rec in records {
             self.insert(rec);
         }
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.map.len()
+        self.records.len()
     }
 }
 
@@ -159,6 +176,14 @@ mod tests {
             "oldest evicted past the bound"
         );
         assert_eq!(t.to_vec(), vec![rec(2), rec(3), rec(4)]);
+        // Lookups still find the survivors once the front of the ring has moved on.
+        for n in 5..=9 {
+            t.insert(rec(n));
+        }
+        for n in 7..=9 {
+            assert_eq!(t.get(&Uuid::from_u128(n)), Some(&rec(n)));
+        }
+        assert!(t.get(&Uuid::from_u128(6)).is_none());
         let mut u = DedupTable::new(3);
         u.restore(t.to_vec());
         assert_eq!(u.to_vec(), t.to_vec());

@@ -90,6 +90,10 @@ impl MemLogStore {
 
 #[async_trait]
 impl LogStore for MemLogStore {
+    fn completes_immediately(&self) -> bool {
+        true
+    }
+
     async fn load(&mut self) -> Result<Recovered, StorageError> {
         let mut inner = self.lock();
         inner.volatile.clear();

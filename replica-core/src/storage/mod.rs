@@ -117,6 +117,15 @@ pub trait LogStore: Send + 'static {
     /// starts at `snapshot.last.index + 1`.
     async fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError>;
 
+    /// Whether every operation completes at once, without waiting on I/O (an in-memory store).
+    /// The runtime then executes operations on the replica's own task, right after the turn
+    /// that emitted them, instead of on a store task: two task hand-offs fewer per batch. A
+    /// store that waits on a disk must leave this `false`: on the replica's task, a slow sync
+    /// would also hold up heartbeats and elections.
+    fn completes_immediately(&self) -> bool {
+        false
+    }
+
     /// Execute one [`StoreOp`]. Appends are not synced here; the runtime calls `sync` once after a
     /// run of operations.
     async fn execute(&mut self, op: &StoreOp) -> Result<(), StorageError> {
