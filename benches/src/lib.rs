@@ -35,7 +35,20 @@ pub async fn start_noop_cluster(
     members: usize,
     config: replica_core::Config,
 ) -> Result<Vec<replica_core::NodeHandle<Noop>>, String> {
+    start_noop_cluster_on(members, config, &[tokio::runtime::Handle::current()]).await
+}
+
+/// [`start_noop_cluster`], with replica `i` started on `runtimes[i % runtimes.len()]` (its tasks
+/// run there): one runtime per replica gives each its own thread, as separate machines would.
+pub async fn start_noop_cluster_on(
+    members: usize,
+    config: replica_core::Config,
+    runtimes: &[tokio::runtime::Handle],
+) -> Result<Vec<replica_core::NodeHandle<Noop>>, String> {
     use replica_core::{MemLogStore, MemNetwork, Node, NodeId, NodeOptions, Role};
+    if runtimes.is_empty() {
+        return Err("no runtime to start replicas on".into());
+    }
     let net = MemNetwork::new(1);
     let mut nodes = Vec::new();
     for i in 0..members {
@@ -54,7 +67,11 @@ pub async fn start_noop_cluster(
             },
             rng_seed: i as u64,
         };
-        let node = Node::start(opts).await.map_err(|e| e.to_string())?;
+        let node = runtimes[i % runtimes.len()]
+            .spawn(Node::start(opts))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
         net.register(id, std::sync::Arc::new(node.clone()));
         nodes.push(node);
     }

@@ -4,6 +4,11 @@
 //! postcard codec) with the in-memory log store and an empty state machine. CLIENTS tasks each
 //! write sequentially to the primary until OPS writes are done in total.
 //!
+//! By default everything runs on one multi-thread tokio runtime (`--threads`, default one worker
+//! per core), as openraft's benchmark does. `--runtimes K` gives the replicas runtimes of their
+//! own instead (one worker each; the primary and the clients on the first, the secondaries on
+//! the others), the layout of separate machines.
+//!
 //! ```sh
 //! cargo run --release -p benches --bin replica-bench -- -m 3 -c 64 -n 1000000
 //! ```
@@ -34,40 +39,75 @@ struct Args {
     /// Most entries per append message (batch_entries_max).
     #[arg(short = 'b', long, default_value_t = 1024)]
     batch: usize,
-    /// Worker threads of the tokio runtime (default: one per core).
+    /// Appends in flight per secondary (appends_in_flight_max).
+    #[arg(long, default_value_t = Config::default().appends_in_flight_max)]
+    pipeline: usize,
+    /// Worker threads of the shared runtime (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
+    /// Instead of one shared runtime, K runtimes of one worker thread each: the primary and the
+    /// clients on the first, the secondaries spread over the others.
+    #[arg(long)]
+    runtimes: Option<usize>,
 }
 
 fn main() {
     let args = Args::parse();
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
-    if let Some(t) = args.threads {
-        rt.worker_threads(t);
-    }
-    let rt = match rt.enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cannot start tokio: {e}");
-            std::process::exit(1);
-        }
-    };
-    if let Err(e) = rt.block_on(run(args)) {
+    if let Err(e) = start(args) {
         eprintln!("benchmark failed: {e}");
         std::process::exit(1);
     }
 }
 
-async fn run(args: Args) -> Result<(), String> {
+fn start(args: Args) -> Result<(), String> {
+    let err = |e: std::io::Error| format!("cannot start tokio: {e}");
+    let mut runtimes = Vec::new();
+    if let Some(k) = args.runtimes {
+        for i in 0..k.max(1) {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name(format!("runtime-{i}"))
+                .enable_all()
+                .build()
+                .map_err(err)?;
+            runtimes.push(rt);
+        }
+    } else {
+        let mut rt = tokio::runtime::Builder::new_multi_thread();
+        if let Some(t) = args.threads {
+            rt.worker_threads(t);
+        }
+        runtimes.push(rt.enable_all().build().map_err(err)?);
+    }
+    // Replica i runs on handles[i]: the primary alone on the first runtime when there are
+    // several, the secondaries round-robin over the rest.
+    let handles: Vec<_> = (0..args.members)
+        .map(|i| {
+            let k = runtimes.len();
+            let r = if i == 0 || k == 1 { 0 } else { 1 + (i - 1) % (k - 1) };
+            runtimes[r].handle().clone()
+        })
+        .collect();
+    // The main thread only waits.
+    let main = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(err)?;
+    main.block_on(run(args, handles))
+}
+
+async fn run(args: Args, runtimes: Vec<tokio::runtime::Handle>) -> Result<(), String> {
     let config = Config {
         batch_entries_max: args.batch,
+        appends_in_flight_max: args.pipeline,
         // Measure replication, not snapshotting, like the openraft bench.
         snapshot_interval_entries: 0,
         dedup_entries_max: (args.ops as usize).clamp(1, 1_000_000),
         pending_writes_max: (args.clients as usize).max(1) * 2,
         ..Config::default()
     };
-    let nodes: Vec<NodeHandle<Noop>> = benches::start_noop_cluster(args.members, config).await?;
+    let nodes: Vec<NodeHandle<Noop>> =
+        benches::start_noop_cluster_on(args.members, config, &runtimes).await?;
     let primary = nodes[0].clone();
 
     let next = Arc::new(AtomicU64::new(0));
@@ -75,7 +115,8 @@ async fn run(args: Args) -> Result<(), String> {
     let mut tasks = Vec::new();
     for c in 0..args.clients {
         let (node, next, total) = (primary.clone(), next.clone(), args.ops);
-        tasks.push(tokio::spawn(async move {
+        // On the primary's runtime, as clients in the same process would be.
+        tasks.push(runtimes[0].spawn(async move {
             loop {
                 let n = next.fetch_add(1, Ordering::Relaxed);
                 if n >= total {
