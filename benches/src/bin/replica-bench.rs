@@ -49,6 +49,12 @@ struct Args {
     /// clients on the first, the secondaries spread over the others.
     #[arg(long)]
     runtimes: Option<usize>,
+    /// Keep every worker thread busy (a task that only yields, per worker), so no worker ever
+    /// parks. A measurement aid, not a way to deploy: it burns the cores while idle. It shows
+    /// what waking a parked thread costs on this machine (on a VM: an inter-processor interrupt
+    /// through the hypervisor).
+    #[arg(long)]
+    busy_poll: bool,
 }
 
 fn main() {
@@ -93,6 +99,17 @@ fn start(args: Args) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(err)?;
+    if args.busy_poll {
+        for rt in &runtimes {
+            for _ in 0..rt.metrics().num_workers() {
+                rt.spawn(async {
+                    loop {
+                        tokio::task::yield_now().await;
+                    }
+                });
+            }
+        }
+    }
     main.block_on(run(args, handles))
 }
 
