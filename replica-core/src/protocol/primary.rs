@@ -130,6 +130,8 @@ impl<S: StateMachine, R> Replica<S, R> {
             .into_iter()
             .map(|id| (id, Follower::new(last, now)))
             .collect();
+        // From now on every write looks its id up.
+        self.dedup.index_all();
         // Entries we hold but have not applied may be retried by their clients: let the retries
         // join them instead of executing twice.
         self.pending_ids = self
