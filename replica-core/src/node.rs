@@ -517,11 +517,7 @@ impl<S: StateMachine, T: Transport, L: LogStore> Core<S, T, L> {
             // A full copy can take a while to encode: not on the replica's task.
             let task = tokio::spawn(outcome);
             calls.push(
-                async move {
-                    task.await
-                        .unwrap_or(Input::CallFailed { to: peer, kind })
-                }
-                .boxed(),
+                async move { task.await.unwrap_or(Input::CallFailed { to: peer, kind }) }.boxed(),
             );
         } else {
             calls.push(outcome.boxed());

@@ -90,7 +90,11 @@ fn start(args: Args) -> Result<(), String> {
     let handles: Vec<_> = (0..args.members)
         .map(|i| {
             let k = runtimes.len();
-            let r = if i == 0 || k == 1 { 0 } else { 1 + (i - 1) % (k - 1) };
+            let r = if i == 0 || k == 1 {
+                0
+            } else {
+                1 + (i - 1) % (k - 1)
+            };
             runtimes[r].handle().clone()
         })
         .collect();

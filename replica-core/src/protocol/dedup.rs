@@ -210,7 +210,7 @@ mod tests {
         for index_at in [0, 1, 3, 6, 100] {
             let mut t = DedupTable::new(3);
             let mut step = 0;
-            let mut maybe_index = |t: &mut DedupTable, step: &mut usize| {
+            let maybe_index = |t: &mut DedupTable, step: &mut usize| {
                 if *step == index_at {
                     t.index_all();
                 }
