@@ -214,6 +214,13 @@ fn crash_stop_sweep_findings() {
     }
 }
 
+/// Lossy-mode finding after the replication pipeline: an append sent behind a full copy
+/// overtook it, and the late copy then dropped entries the secondary had acknowledged (5018).
+#[test]
+fn lossy_sweep_findings() {
+    assert_passes(5018, FaultMode::Lossy);
+}
+
 /// Seeds of the targeted mode (a disk stalled past the ack timeout, then the primary crashes),
 /// without message loss, that broke the eligibility lease: a primary silent while a batch was in
 /// flight (320), acknowledgements sent after the primary died refreshing the lease (138), a

@@ -3,7 +3,8 @@
 //!
 //! Invariants: a secondary applies only committed entries (so it never has to undo one); it
 //! acknowledges an index only once its log is durable through it; a full copy replaces its state
-//! only if the copy is at least as new as what it knows is committed.
+//! only if the copy is at least as new as what it knows is committed, and never if the log
+//! already holds the copy's last entry (then the copy is older news than the log).
 
 use super::{Event, Replica};
 use crate::message::{Append, AppendReply, Body, Message};
@@ -148,6 +149,23 @@ impl<S: StateMachine, R> Replica<S, R> {
                 snapshot = snap.last.index,
                 "committed state diverged from the primary's (split brain); replacing it"
             );
+        }
+        if self.log.pos_at(snap.last.index) == Some(snap.last) {
+            // We already hold the copy's last entry, so everything up to it (log matching), and
+            // maybe more: appends the primary sent after the copy can overtake it, and a copy
+            // can be delivered twice. Installing would drop entries we may have acknowledged.
+            // Keep the log; the copy only tells us its last entry is committed.
+            if snap.last.index > self.hard.commit {
+                self.hard.commit = snap.last.index;
+                self.apply_committed();
+            }
+            let body = Body::AppendReply(AppendReply::Ok {
+                matched: snap.last.index,
+                last: self.log.last(),
+                seq: 0, // numbered when sent
+            });
+            self.ack_when_durable(reply, snap.last.index, body);
+            return;
         }
         if let Err(e) = self.sm.restore(&snap.state) {
             self.event(Event::SnapshotRejected {

@@ -477,6 +477,96 @@ fn secondary_acks_durable_reports_gaps_and_divergence() {
     );
 }
 
+/// A full copy that arrives after appends the primary sent behind it (a pipeline reordered by
+/// the network, or the copy delivered twice) must not take the secondary back: it already
+/// holds the copy's last entry, so it keeps its log, acknowledges, and learns the copy's last
+/// entry is committed. (Found by the simulator in lossy mode: the install dropped entries the
+/// secondary had acknowledged, and a later election lost a committed write.)
+#[test]
+fn late_full_copy_keeps_entries_already_appended() {
+    let mut s: Replica<KvMachine, R> = Replica::new(
+        start("s", false),
+        cfg(),
+        KvMachine::default(),
+        Recovered::default(),
+        0,
+    )
+    .unwrap();
+    s.take_outputs();
+    let a = Append {
+        prev: LogPos::ZERO,
+        entries: vec![entry(1, 1, 5), entry(2, 1, 6), entry(3, 1, 7)],
+        commit: 0,
+        last: 3,
+        acked: 0,
+    };
+    s.step(
+        1,
+        Input::Request {
+            reply: 1,
+            msg: msg("p", 1, Body::Append(a)),
+        },
+    );
+    let out = s.take_outputs();
+    s.step(
+        2,
+        Input::Persisted {
+            seq: last_seq(&out),
+        },
+    );
+    assert!(matches!(
+        responds(&s.take_outputs())[..],
+        [(1, Body::AppendReply(AppendReply::Ok { matched: 3, .. }))]
+    ));
+
+    // The copy the primary sent before those appends: state as of entry 2.
+    let mut sm = KvMachine::default();
+    for e in [entry(1, 1, 5), entry(2, 1, 6)] {
+        if let Payload::Command(c) = &e.payload {
+            apply_command(&mut sm, c);
+        }
+    }
+    let snap = Snapshot {
+        last: entry(2, 1, 6).pos(),
+        config: ClusterConfig::default(),
+        state: Bytes::from(sm.snapshot()),
+        dedup: Vec::new(),
+    };
+    s.step(
+        3,
+        Input::Request {
+            reply: 2,
+            msg: msg("p", 1, Body::InstallSnapshot(Box::new(snap))),
+        },
+    );
+    let out = s.take_outputs();
+    assert!(
+        !stores(&out)
+            .iter()
+            .any(|op| matches!(op, StoreOp::Install(_))),
+        "the log is kept, not replaced"
+    );
+    assert_eq!(
+        responds(&out),
+        vec![(
+            2,
+            &Body::AppendReply(AppendReply::Ok {
+                matched: 2,
+                last: entry(3, 1, 7).pos(),
+                seq: (1 << 32) + 2,
+            })
+        )]
+    );
+    let st = s.status();
+    assert_eq!(st.last, entry(3, 1, 7).pos(), "entry 3 still held");
+    assert_eq!(
+        st.applied,
+        entry(2, 1, 6).pos(),
+        "the copy's last entry is committed"
+    );
+    assert_eq!(st.snapshots_installed, 0);
+}
+
 /// The primary commits only when every in-sync secondary acknowledged; a Gap reply rewinds
 /// `next`; a Diverged reply triggers a full copy.
 #[test]
