@@ -314,6 +314,10 @@ pub struct Replica<S: StateMachine, R> {
     ack_times: VecDeque<(u64, u64)>,
     /// Highest acknowledgement the current primary says it has received.
     echoed_ack: u64,
+    /// (epoch, index): our log through `index` is known equal to the log of the primary of
+    /// `epoch` (it came in, or was checked by, that primary's appends or copy). Meaningful only
+    /// while `epoch` is current; tells a late full copy from a needed one.
+    verified: (Epoch, LogIndex),
     /// The primary accepted for the current epoch: at most one per epoch, first come. A second
     /// one can only come from a split election, and is refused.
     epoch_primary: Option<NodeId>,
@@ -460,6 +464,7 @@ impl<S: StateMachine, R> Replica<S, R> {
             ack_seq: hard_state.generation << 32,
             ack_times: VecDeque::new(),
             echoed_ack: 0,
+            verified: (0, 0),
             epoch_persist_seq: 0,
             held: Vec::new(),
             unsynced_config: None,

@@ -90,6 +90,12 @@ impl<S: StateMachine, R> Replica<S, R> {
             matched += 1;
         }
         // Whatever matched up to here is the primary's log: apply what it says is committed.
+        let verified = if self.verified.0 == epoch {
+            self.verified.1
+        } else {
+            0
+        };
+        self.verified = (epoch, verified.max(matched));
         let new_commit = a.commit.min(matched);
         if new_commit > self.hard.commit {
             self.hard.commit = new_commit;
@@ -150,11 +156,14 @@ impl<S: StateMachine, R> Replica<S, R> {
                 "committed state diverged from the primary's (split brain); replacing it"
             );
         }
-        if self.log.pos_at(snap.last.index) == Some(snap.last) {
-            // We already hold the copy's last entry, so everything up to it (log matching), and
-            // maybe more: appends the primary sent after the copy can overtake it, and a copy
-            // can be delivered twice. Installing would drop entries we may have acknowledged.
-            // Keep the log; the copy only tells us its last entry is committed.
+        let all_verified = self.verified.0 == epoch && self.verified.1 >= self.log.last().index;
+        if all_verified && self.log.pos_at(snap.last.index) == Some(snap.last) {
+            // A late copy: this primary's own appends, sent after it, overtook it (two messages
+            // in flight) or it was delivered twice. We hold its last entry and, beyond it, only
+            // what this primary sent us; installing would drop entries we may have acknowledged.
+            // Keep the log; the copy only tells us its last entry is committed. (With entries
+            // this primary never confirmed — an old, divergent suffix — the copy is installed:
+            // keeping them would only earn another divergence, and another copy.)
             if snap.last.index > self.hard.commit {
                 self.hard.commit = snap.last.index;
                 self.apply_committed();
@@ -185,6 +194,7 @@ impl<S: StateMachine, R> Replica<S, R> {
         self.applied = snap.last;
         self.last_snapshot = snap.last;
         self.hard.commit = snap.last.index;
+        self.verified = (epoch, snap.last.index);
         self.clock = self.clock.max(snap.last.lamport);
         // The old log is gone: nothing of it may be acknowledged or counted durable any more.
         self.unpersisted.clear();
