@@ -224,10 +224,11 @@ fn lossy_sweep_findings() {
 /// Seeds of the targeted mode (a disk stalled past the ack timeout, then the primary crashes),
 /// without message loss, that broke the eligibility lease: a primary silent while a batch was in
 /// flight (320), acknowledgements sent after the primary died refreshing the lease (138), a
-/// primary backing off its heartbeats after failed calls (8308, 7246).
+/// primary backing off its heartbeats after failed calls (8308, 7246), a primary echoing the
+/// acknowledgements of a secondary it had just dropped, flushed late by its stalled disk (7908).
 #[test]
 fn targeted_lease_findings() {
-    for seed in [320, 138, 8308, 7246] {
+    for seed in [320, 138, 8308, 7246, 7908] {
         assert_passes(seed, FaultMode::Targeted);
     }
 }

@@ -312,6 +312,7 @@ impl<S: StateMachine, R> Replica<S, R> {
             id,
             hard,
             clock,
+            config,
             ..
         } = self;
         // One append (or heartbeat, with no entries) to one secondary.
@@ -321,7 +322,15 @@ impl<S: StateMachine, R> Replica<S, R> {
                 entries,
                 commit: hard.commit,
                 last: last.index,
-                acked: f.acked_seq,
+                // Echoing an acknowledgement vouches for the secondary's eligibility lease; a
+                // secondary we dropped from the in-sync set gets no such word from us, however
+                // fresh its acknowledgements (they may have been stuck behind its stalled disk
+                // when we dropped it, and it may not know yet that it was).
+                acked: if config.in_sync.contains(to) {
+                    f.acked_seq
+                } else {
+                    0
+                },
             };
             let msg = Message {
                 from: id.clone(),
