@@ -271,15 +271,7 @@ fn dedup_before_and_after_commit() {
 /// A secondary refuses writes with a hint, and refuses appends from an older epoch.
 #[test]
 fn secondary_redirects_and_fences() {
-    let mut s: Replica<KvMachine, R> = Replica::new(
-        start("s", false),
-        cfg(),
-        KvMachine::default(),
-        Recovered::default(),
-        0,
-    )
-    .unwrap();
-    s.take_outputs();
+    let mut s = fresh_secondary();
     // An append from p at epoch 2 makes p our primary.
     let append = Append {
         prev: LogPos::ZERO,
@@ -361,10 +353,8 @@ fn entry(index: u64, epoch: Epoch, lamport: u64) -> Entry {
     }
 }
 
-/// Appends are acknowledged only once durable; a gap is reported with our tail; a conflicting
-/// entry is reported as divergence.
-#[test]
-fn secondary_acks_durable_reports_gaps_and_divergence() {
+/// A secondary `s` with an empty log, its start-up outputs drained.
+fn fresh_secondary() -> Replica<KvMachine, R> {
     let mut s: Replica<KvMachine, R> = Replica::new(
         start("s", false),
         cfg(),
@@ -374,6 +364,32 @@ fn secondary_acks_durable_reports_gaps_and_divergence() {
     )
     .unwrap();
     s.take_outputs();
+    s
+}
+
+/// Deliver a request, complete the storage it asks for, and return what follows.
+fn request_then_persist(
+    s: &mut Replica<KvMachine, R>,
+    now: u64,
+    reply: R,
+    msg: Message,
+) -> Vec<Output<R>> {
+    s.step(now, Input::Request { reply, msg });
+    let out = s.take_outputs();
+    s.step(
+        now,
+        Input::Persisted {
+            seq: last_seq(&out),
+        },
+    );
+    s.take_outputs()
+}
+
+/// Appends are acknowledged only once durable; a gap is reported with our tail; a conflicting
+/// entry is reported as divergence.
+#[test]
+fn secondary_acks_durable_reports_gaps_and_divergence() {
+    let mut s = fresh_secondary();
     let a = Append {
         prev: LogPos::ZERO,
         entries: vec![entry(1, 1, 5), entry(2, 1, 6)],
@@ -446,21 +462,7 @@ fn secondary_acks_durable_reports_gaps_and_divergence() {
         last: 2,
         acked: 0,
     };
-    s.step(
-        4,
-        Input::Request {
-            reply: 3,
-            msg: msg("q", 2, Body::Append(a)),
-        },
-    );
-    let out = s.take_outputs();
-    s.step(
-        4,
-        Input::Persisted {
-            seq: last_seq(&out),
-        },
-    );
-    let out = s.take_outputs();
+    let out = request_then_persist(&mut s, 4, 3, msg("q", 2, Body::Append(a)));
     assert_eq!(
         responds(&out),
         vec![(
@@ -484,15 +486,7 @@ fn secondary_acks_durable_reports_gaps_and_divergence() {
 /// secondary had acknowledged, and a later election lost a committed write.)
 #[test]
 fn late_full_copy_keeps_entries_already_appended() {
-    let mut s: Replica<KvMachine, R> = Replica::new(
-        start("s", false),
-        cfg(),
-        KvMachine::default(),
-        Recovered::default(),
-        0,
-    )
-    .unwrap();
-    s.take_outputs();
+    let mut s = fresh_secondary();
     let a = Append {
         prev: LogPos::ZERO,
         entries: vec![entry(1, 1, 5), entry(2, 1, 6), entry(3, 1, 7)],
@@ -500,22 +494,9 @@ fn late_full_copy_keeps_entries_already_appended() {
         last: 3,
         acked: 0,
     };
-    s.step(
-        1,
-        Input::Request {
-            reply: 1,
-            msg: msg("p", 1, Body::Append(a)),
-        },
-    );
-    let out = s.take_outputs();
-    s.step(
-        2,
-        Input::Persisted {
-            seq: last_seq(&out),
-        },
-    );
+    let out = request_then_persist(&mut s, 1, 1, msg("p", 1, Body::Append(a)));
     assert!(matches!(
-        responds(&s.take_outputs())[..],
+        responds(&out)[..],
         [(1, Body::AppendReply(AppendReply::Ok { matched: 3, .. }))]
     ));
 
