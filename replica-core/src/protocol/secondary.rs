@@ -4,7 +4,8 @@
 //! Invariants: a secondary applies only committed entries (so it never has to undo one); it
 //! acknowledges an index only once its log is durable through it; a full copy replaces its state
 //! only if the copy is at least as new as what it knows is committed, and never if the log
-//! already holds the copy's last entry (then the copy is older news than the log).
+//! holds the copy's last entry and nothing this primary has not sent (a late copy: older news
+//! than the log).
 
 use super::{Event, Replica};
 use crate::message::{Append, AppendReply, Body, Message};
