@@ -476,10 +476,8 @@ impl<S: StateMachine, T: Transport, L: LogStore> Core<S, T, L> {
                     let now = self.now();
                     self.replica.step(now, Input::Persisted { seq });
                 }
-                Err(e) => {
-                    tracing::error!(node = %self.id, reason = %e, "storage failed; replica halts and needs a full copy");
-                    return false;
-                }
+                // The same halt as a failure reported by the store task.
+                Err(e) => return self.process(self.now(), Cmd::Fatal(e.to_string())),
             }
         }
     }

@@ -716,14 +716,11 @@ impl<S: StateMachine, R> Replica<S, R> {
             // Checks for a stall of ours before `last_tick` moves on.
             self.take_pending_office();
         }
+        let stalled = self.stalled();
         let stalled_ms = now.saturating_sub(self.last_tick);
         self.last_tick = now;
         let others_in_sync = self.config.in_sync.iter().any(|m| *m != self.id);
-        if self.role == Role::Primary
-            && !self.acked_in_epoch
-            && others_in_sync
-            && stalled_ms > (self.cfg.election_wait_ms / 2).max(2 * self.cfg.tick_interval_ms)
-        {
+        if self.role == Role::Primary && !self.acked_in_epoch && others_in_sync && stalled {
             // We took office and stalled before any secondary acknowledged us: nobody may know
             // of our epoch, and the others may have elected someone else in it meanwhile.
             tracing::warn!(
@@ -909,6 +906,14 @@ impl<S: StateMachine, R> Replica<S, R> {
         self.confirmed && self.config.in_sync.contains(&self.id) && self.lease_valid()
     }
 
+    /// Whether this replica did not run for long enough that the others, asking it during an
+    /// election, may have found it silent for a whole round (half an election wait without a
+    /// tick; a round lasts at least a whole one).
+    pub(super) fn stalled(&self) -> bool {
+        self.now.saturating_sub(self.last_tick)
+            > (self.cfg.election_wait_ms / 2).max(2 * self.cfg.tick_interval_ms)
+    }
+
     /// Whether the primary cannot have dropped us from the in-sync set without our knowing.
     ///
     /// The primary drops a secondary only after `ack_timeout_ms` without an acknowledgement
@@ -920,14 +925,6 @@ impl<S: StateMachine, R> Replica<S, R> {
     /// voids the lease), or our acknowledgements were stuck behind a stalled disk while its
     /// messages still arrived (then this check fails). Such a replica may have been dropped and
     /// must not take office on its own word.
-    /// Whether this replica did not run for long enough that the others, asking it during an
-    /// election, may have found it silent for a whole round (half an election wait without a
-    /// tick; a round lasts at least a whole one).
-    pub(super) fn stalled(&self) -> bool {
-        self.now.saturating_sub(self.last_tick)
-            > (self.cfg.election_wait_ms / 2).max(2 * self.cfg.tick_interval_ms)
-    }
-
     fn lease_valid(&self) -> bool {
         // The primary heartbeats at least every heartbeat interval while it lives, so it died
         // within about one interval of its last message (two, for scheduling slack).

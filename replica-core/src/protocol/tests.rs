@@ -109,16 +109,14 @@ fn last_seq(out: &[Output<R>]) -> u64 {
         .unwrap()
 }
 
+/// A replica with an empty store, the test configuration and a key-value machine.
+fn new_replica(start: Start) -> Replica<KvMachine, R> {
+    Replica::new(start, cfg(), KvMachine::default(), Recovered::default(), 0).unwrap()
+}
+
 /// Boot `p` as the initial primary and complete every storage operation it asks for.
 fn booted_primary() -> Replica<KvMachine, R> {
-    let mut p: Replica<KvMachine, R> = Replica::new(
-        start("p", true),
-        cfg(),
-        KvMachine::default(),
-        Recovered::default(),
-        0,
-    )
-    .unwrap();
+    let mut p = new_replica(start("p", true));
     for _ in 0..4 {
         let out = p.take_outputs();
         if stores(&out).is_empty() {
@@ -144,14 +142,7 @@ fn booted_primary() -> Replica<KvMachine, R> {
 /// durable (in-sync set = itself).
 #[test]
 fn lone_primary_answers_after_durable() {
-    let mut p: Replica<KvMachine, R> = Replica::new(
-        start("p", true),
-        cfg(),
-        KvMachine::default(),
-        Recovered::default(),
-        0,
-    )
-    .unwrap();
+    let mut p = new_replica(start("p", true));
     let out = p.take_outputs();
     // Boot: generation saved, then epoch 1 saved; nothing else until epoch 1 is durable.
     let ops = stores(&out);
@@ -355,14 +346,7 @@ fn entry(index: u64, epoch: Epoch, lamport: u64) -> Entry {
 
 /// A secondary `s` with an empty log, its start-up outputs drained.
 fn fresh_secondary() -> Replica<KvMachine, R> {
-    let mut s: Replica<KvMachine, R> = Replica::new(
-        start("s", false),
-        cfg(),
-        KvMachine::default(),
-        Recovered::default(),
-        0,
-    )
-    .unwrap();
+    let mut s = new_replica(start("s", false));
     s.take_outputs();
     s
 }
@@ -723,17 +707,10 @@ fn reads_respect_the_fence() {
 /// replica it knows; with no one answering and not being in sync, it never takes office.
 #[test]
 fn unknown_secondary_never_wins_alone() {
-    let mut s: Replica<KvMachine, R> = Replica::new(
-        Start {
-            seeds: vec![id("p")],
-            ..start("s", false)
-        },
-        cfg(),
-        KvMachine::default(),
-        Recovered::default(),
-        0,
-    )
-    .unwrap();
+    let mut s = new_replica(Start {
+        seeds: vec![id("p")],
+        ..start("s", false)
+    });
     s.take_outputs();
     let mut queried = false;
     for t in (0..5_000).step_by(10) {
