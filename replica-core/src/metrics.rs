@@ -102,7 +102,8 @@ pub struct NodeMetrics {
     pub append_batch_entries: Histogram,
     /// Round trip of an append, send to acknowledgement (includes the secondary's fsync).
     pub replication_seconds: Histogram,
-    /// Duration of one store sync (fsync for the file store).
+    /// Duration of one store sync (fsync for the file store). Not observed for a store that
+    /// [completes immediately](crate::LogStore::completes_immediately): it has nothing to wait on.
     pub store_sync_seconds: Histogram,
     /// Storage operations per sync: how much group commit shares one fsync.
     pub store_ops_per_sync: Histogram,
