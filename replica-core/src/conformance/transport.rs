@@ -554,20 +554,20 @@ fn every_body() -> Vec<Body> {
         node: NodeId::new("127.0.0.1:4602"),
     };
     vec![
-        Body::Append(Append {
+        Body::Append(Box::new(Append {
             prev: pos,
             entries,
             commit: 17,
             last: 17,
             acked: 0,
-        }),
-        Body::Append(Append {
+        })),
+        Body::Append(Box::new(Append {
             prev: LogPos::ZERO,
             entries: Vec::new(),
             commit: 0,
             last: 0,
             acked: 0,
-        }),
+        })),
         Body::AppendReply(AppendReply::Ok {
             matched: 19,
             last: pos,
@@ -621,14 +621,14 @@ fn every_body() -> Vec<Body> {
         Body::ReadReply(Err(ReadError::Behind { applied: 3 })),
         Body::ReadReply(Err(ReadError::Rejected(String::new()))),
         Body::ElectionQuery(rank.clone()),
-        Body::ElectionReply(ElectionReply {
+        Body::ElectionReply(Box::new(ElectionReply {
             rank,
             in_sync: true,
             confirmed: false,
             primary: Some(NodeId::new("127.0.0.1:4601")),
             config_in_sync: config().in_sync.into_iter().collect(),
             last: pos,
-        }),
+        })),
         Body::Announce,
         Body::Gossip(services()),
         Body::Gossip(Vec::new()),

@@ -19,6 +19,13 @@ use crate::types::DedupRecord;
 #[derive(Default)]
 pub(crate) struct IdHasher(u64);
 
+impl IdHasher {
+    #[inline]
+    fn mix(&mut self, word: u64) {
+        self.0 = (self.0 ^ word).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
 impl Hasher for IdHasher {
     fn finish(&self) -> u64 {
         let mut h = self.0;
@@ -30,10 +37,19 @@ impl Hasher for IdHasher {
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
+        // Whole words through fixed-size loads (a `Uuid` is exactly two): copying each chunk
+        // into a buffer cost a `memcpy` call per word, a few percent of the write path.
+        let mut words = bytes.chunks_exact(8);
+        for word in &mut words {
+            if let Ok(word) = <[u8; 8]>::try_from(word) {
+                self.mix(u64::from_le_bytes(word));
+            }
+        }
+        let tail = words.remainder();
+        if !tail.is_empty() {
             let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.0 = (self.0 ^ u64::from_le_bytes(word)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            word[..tail.len()].copy_from_slice(tail);
+            self.mix(u64::from_le_bytes(word));
         }
     }
 

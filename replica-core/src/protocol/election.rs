@@ -126,7 +126,7 @@ impl<S: StateMachine, R> Replica<S, R> {
             config_in_sync: self.config.in_sync.iter().cloned().collect(),
             last: self.log.last(),
         };
-        self.respond(reply, Body::ElectionReply(answer));
+        self.respond(reply, Body::ElectionReply(Box::new(answer)));
         // The seed: a secondary that gets an election request (and no longer hears its
         // primary) becomes a candidate itself.
         if live_primary.is_none() && self.role == Role::Secondary {

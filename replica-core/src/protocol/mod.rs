@@ -637,7 +637,7 @@ impl<S: StateMachine, R> Replica<S, R> {
                 let answer = self.on_read(&r);
                 self.respond(reply, Body::ReadReply(answer));
             }
-            Body::Append(a) => self.on_append(reply, msg.from, msg.epoch, a),
+            Body::Append(a) => self.on_append(reply, msg.from, msg.epoch, *a),
             Body::InstallSnapshot(s) => self.on_install(reply, msg.from, msg.epoch, *s),
             Body::ElectionQuery(rank) => self.on_election_query(reply, msg.from, msg.epoch, rank),
             Body::Announce => self.on_announce(reply, msg.from, msg.epoch),
@@ -660,7 +660,7 @@ impl<S: StateMachine, R> Replica<S, R> {
         }
         match msg.body {
             Body::AppendReply(r) => self.on_append_reply(from, msg.epoch, r),
-            Body::ElectionReply(r) => self.on_election_reply(from, msg.epoch, r),
+            Body::ElectionReply(r) => self.on_election_reply(from, msg.epoch, *r),
             Body::Services(list) => self.merge_services(&list),
             Body::StaleEpoch if msg.epoch == self.hard.epoch && self.role == Role::Primary => {
                 // Refused at our own epoch: someone accepted another primary for it (a split

@@ -336,7 +336,7 @@ impl<S: StateMachine, R> Replica<S, R> {
                 from: id.clone(),
                 epoch: hard.epoch,
                 clock: *clock,
-                body: Body::Append(append),
+                body: Body::Append(Box::new(append)),
             };
             Output::Call {
                 to: to.clone(),

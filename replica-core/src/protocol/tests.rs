@@ -275,7 +275,7 @@ fn secondary_redirects_and_fences() {
         1,
         Input::Request {
             reply: 1,
-            msg: msg("p", 2, Body::Append(append.clone())),
+            msg: msg("p", 2, Body::Append(Box::new(append.clone()))),
         },
     );
     let out = s.take_outputs();
@@ -326,7 +326,7 @@ fn secondary_redirects_and_fences() {
         3,
         Input::Request {
             reply: 3,
-            msg: msg("old", 1, Body::Append(append)),
+            msg: msg("old", 1, Body::Append(Box::new(append))),
         },
     );
     let out = s.take_outputs();
@@ -385,7 +385,7 @@ fn secondary_acks_durable_reports_gaps_and_divergence() {
         1,
         Input::Request {
             reply: 1,
-            msg: msg("p", 1, Body::Append(a)),
+            msg: msg("p", 1, Body::Append(Box::new(a))),
         },
     );
     let out = s.take_outputs();
@@ -424,7 +424,7 @@ fn secondary_acks_durable_reports_gaps_and_divergence() {
         3,
         Input::Request {
             reply: 2,
-            msg: msg("p", 1, Body::Append(a)),
+            msg: msg("p", 1, Body::Append(Box::new(a))),
         },
     );
     let out = s.take_outputs();
@@ -446,7 +446,7 @@ fn secondary_acks_durable_reports_gaps_and_divergence() {
         last: 2,
         acked: 0,
     };
-    let out = request_then_persist(&mut s, 4, 3, msg("q", 2, Body::Append(a)));
+    let out = request_then_persist(&mut s, 4, 3, msg("q", 2, Body::Append(Box::new(a))));
     assert_eq!(
         responds(&out),
         vec![(
@@ -478,7 +478,7 @@ fn late_full_copy_keeps_entries_already_appended() {
         last: 3,
         acked: 0,
     };
-    let out = request_then_persist(&mut s, 1, 1, msg("p", 1, Body::Append(a)));
+    let out = request_then_persist(&mut s, 1, 1, msg("p", 1, Body::Append(Box::new(a))));
     assert!(matches!(
         responds(&out)[..],
         [(1, Body::AppendReply(AppendReply::Ok { matched: 3, .. }))]
@@ -585,7 +585,7 @@ fn primary_waits_for_every_in_sync_secondary() {
     let out = p.take_outputs();
     let c = calls(&out);
     assert!(
-        matches!(c[..], [(_, Body::Append(Append { prev: LogPos::ZERO, ref entries, .. }))] if entries.len() == 1)
+        matches!(c[..], [(_, Body::Append(a))] if a.prev == LogPos::ZERO && a.entries.len() == 1)
     );
     // s catches up → joins the in-sync set (a config entry).
     p.step(
@@ -800,7 +800,7 @@ fn election_ranks_by_log_freshness_not_address() {
         2_001,
         Input::Response {
             from: id("z"),
-            msg: msg("z", 1, Body::ElectionReply(older)),
+            msg: msg("z", 1, Body::ElectionReply(Box::new(older))),
         },
     );
     a.step(
