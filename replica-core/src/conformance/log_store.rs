@@ -51,10 +51,10 @@ where
 fn entry(index: LogIndex, epoch: u64, tag: u8) -> Entry {
     let payload = if index % 17 == 0 {
         let in_sync: BTreeSet<NodeId> = ["r0", "r1"].into_iter().map(NodeId::new).collect();
-        Payload::Config(ClusterConfig {
+        Payload::Config(Box::new(ClusterConfig {
             primary: Some(NodeId::new("r0")),
             in_sync,
-        })
+        }))
     } else {
         let len = ((index * 37 + u64::from(tag) * 11) % 300) as usize;
         Payload::Command(Bytes::from(vec![tag ^ (index as u8); len]))

@@ -538,7 +538,7 @@ fn every_body() -> Vec<Body> {
             lamport: 42,
             epoch: 3,
             id: Uuid::from_u128(u128::MAX),
-            payload: Payload::Config(config()),
+            payload: Payload::Config(Box::new(config())),
         },
         Entry {
             index: 20,

@@ -436,7 +436,7 @@ impl<S: StateMachine, R> Replica<S, R> {
         let config = log
             .iter_after(base.index)
             .filter_map(|e| match &e.payload {
-                Payload::Config(c) => Some(c.clone()),
+                Payload::Config(c) => Some(ClusterConfig::clone(c)),
                 Payload::Command(_) => None,
             })
             .last()
@@ -1031,7 +1031,7 @@ impl<S: StateMachine, R> Replica<S, R> {
     /// Append an entry to the in-memory log and queue it for the store.
     fn append_local(&mut self, entry: Entry) {
         if let Payload::Config(c) = &entry.payload {
-            self.set_config(c.clone());
+            self.set_config(ClusterConfig::clone(c));
         }
         self.unpersisted.push(entry.clone());
         self.log.push(entry);
@@ -1083,7 +1083,7 @@ impl<S: StateMachine, R> Replica<S, R> {
             let output = match &entry.payload {
                 Payload::Command(cmd) => Some(apply_command(&mut self.sm, cmd)),
                 Payload::Config(c) => {
-                    self.applied_config = c.clone();
+                    self.applied_config = ClusterConfig::clone(c);
                     None
                 }
             };

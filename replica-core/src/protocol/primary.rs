@@ -188,7 +188,7 @@ impl<S: StateMachine, R> Replica<S, R> {
             lamport: self.stamp(),
             epoch: self.hard.epoch,
             id: config_id(&mut self.rng),
-            payload: Payload::Config(config),
+            payload: Payload::Config(Box::new(config)),
         };
         self.unsynced_config = Some(entry.index);
         self.append_local(entry);

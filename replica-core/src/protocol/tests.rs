@@ -758,10 +758,10 @@ fn election_ranks_by_log_freshness_not_address() {
                 lamport: 1,
                 epoch: 1,
                 id: Uuid::from_u128(1),
-                payload: Payload::Config(ClusterConfig {
+                payload: Payload::Config(Box::new(ClusterConfig {
                     primary: Some(id("p")),
                     in_sync: [id("p"), id("a"), id("z")].into(),
-                }),
+                })),
             },
             entry(2, 1, 2),
             entry(3, 1, 3),
