@@ -8,6 +8,9 @@
 # half an hour, so only ratios taken within one run of this script mean anything.
 #
 # Usage: benches/openraft-compare/compare.sh [-n OPS] [-r RUNS] [-c "64 256"] [-m MEMBERS]
+#            [-t THREADS] [-x "EXTRA REPLICA-BENCH FLAGS"]
+# -t sets the worker threads of both benchmarks' runtimes; -x adds flags to replica-bench only
+# (e.g. -x "--idle-polls 512").
 # Binaries go to $CARGO_TARGET_DIR (default: the repository's target/).
 set -euo pipefail
 
@@ -15,13 +18,17 @@ ops=500000
 runs=3
 clients="64 256"
 members=3
-while getopts "n:r:c:m:h" opt; do
+threads=()
+extra=""
+while getopts "n:r:c:m:t:x:h" opt; do
     case "$opt" in
         n) ops=$OPTARG ;;
         r) runs=$OPTARG ;;
         c) clients=$OPTARG ;;
         m) members=$OPTARG ;;
-        *) sed -n '2,12p' "$0"; exit 2 ;;
+        t) threads=(--threads "$OPTARG") ;;
+        x) extra=$OPTARG ;;
+        *) sed -n '2,15p' "$0"; exit 2 ;;
     esac
 done
 
@@ -62,9 +69,10 @@ for c in $clients; do
     ora_all=""
     for i in $(seq 1 "$runs"); do
         echo "-c $c run $i: replica-bench" >&2
-        rep=$(measure "$replica_bin" -m "$members" -c "$c" -n "$ops")
+        # shellcheck disable=SC2086 # $extra is a list of flags
+        rep=$(measure "$replica_bin" -m "$members" -c "$c" -n "$ops" "${threads[@]}" $extra)
         echo "-c $c run $i: openraft-bench" >&2
-        ora=$(measure "$openraft_bin" -m "$members" -c "$c" -n "$ops")
+        ora=$(measure "$openraft_bin" -m "$members" -c "$c" -n "$ops" "${threads[@]}")
         rep_all="$rep_all $rep"
         ora_all="$ora_all $ora"
         table+="| -c $c | $i | $rep | $ora | $(ratio "$rep" "$ora") |"$'\n'
@@ -76,7 +84,7 @@ done
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 
 echo
-echo "-m $members -n $ops, $runs interleaved runs per case; load average $load_start at the start, $load_end at the end"
+echo "-m $members -n $ops ${threads[*]} (replica-bench also: ${extra:-nothing}), $runs interleaved runs per case; load average $load_start at the start, $load_end at the end"
 echo "openraft: $(cd "$here" && cargo tree --quiet --depth 1 -e normal | awk '/openraft v/ { print $2, $3 }')"
 echo
 echo "| case | run | replica put/s | openraft put/s | replica / openraft |"

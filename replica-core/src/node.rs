@@ -155,6 +155,7 @@ impl Node {
             rng_seed,
         };
         let origin = Instant::now();
+        let idle_polls = config.idle_polls;
         let replica: Replica<S, Responder> =
             Replica::new(start, config, state_machine, recovered, 0)?;
 
@@ -181,6 +182,7 @@ impl Node {
             turn: origin,
             id: id.clone(),
             metrics: metrics.clone(),
+            idle_polls,
         };
         tasks.push(tokio::spawn(core.run(rx, tick)));
         Ok(NodeHandle {
@@ -358,6 +360,8 @@ struct Core<S: StateMachine, T, L> {
     turn: Instant,
     id: NodeId,
     metrics: Arc<NodeMetrics>,
+    /// `Config::idle_polls`.
+    idle_polls: u32,
 }
 
 impl<S: StateMachine, T: Transport, L: LogStore> Core<S, T, L> {
@@ -380,6 +384,8 @@ impl<S: StateMachine, T: Transport, L: LogStore> Core<S, T, L> {
         if !self.execute(&mut calls).await {
             return;
         }
+        let idle_polls = self.idle_polls;
+        let mut polls_left = idle_polls;
         loop {
             tokio::select! {
                 cmd = rx.recv() => {
@@ -418,7 +424,15 @@ impl<S: StateMachine, T: Transport, L: LogStore> Core<S, T, L> {
                     let now = self.start_turn();
                     self.replica.step(now, Input::Tick);
                 }
+                // Nothing was ready: look again after the other ready tasks ran, up to
+                // `idle_polls` times, before sleeping (`yield_now` is ready only the second
+                // time it is polled; every other branch is cancel-safe).
+                _ = tokio::task::yield_now(), if polls_left > 0 => {
+                    polls_left -= 1;
+                    continue;
+                }
             }
+            polls_left = idle_polls;
             if !self.execute(&mut calls).await {
                 break;
             }
@@ -503,7 +517,7 @@ impl<S: StateMachine, T: Transport, L: LogStore> Core<S, T, L> {
                 return true;
             }
             // An inline store never waits, so its "sync" is not timed.
-            match execute_ops(store, &ops, &self.metrics, false).await {
+            match execute_ops(store, ops, &self.metrics, false).await {
                 Ok(seq) => {
                     // Still this turn: the store took no time worth a clock read.
                     let now = self.now();
@@ -598,7 +612,7 @@ async fn run_store<S, L: LogStore>(
                 Err(_) => break,
             }
         }
-        let cmd = match execute_ops(&mut store, &batch, &metrics, true).await {
+        let cmd = match execute_ops(&mut store, batch, &metrics, true).await {
             Ok(seq) => Cmd::Input(Input::Persisted { seq }),
             Err(e) => Cmd::Fatal(e.to_string()),
         };
@@ -614,16 +628,16 @@ async fn run_store<S, L: LogStore>(
 /// sync took (not for an inline store, whose sync does not wait: two clock reads per turn saved).
 async fn execute_ops<L: LogStore>(
     store: &mut L,
-    batch: &[(u64, StoreOp)],
+    batch: Vec<(u64, StoreOp)>,
     metrics: &NodeMetrics,
     time_sync: bool,
 ) -> Result<u64, StorageError> {
-    let mut last = 0;
+    let (mut last, ops) = (0, batch.len());
     let mut needs_sync = false;
     for (seq, op) in batch {
         needs_sync |= matches!(op, StoreOp::Append(_));
-        store.execute(op).await?;
-        last = *seq;
+        store.execute_owned(op).await?;
+        last = seq;
     }
     if needs_sync {
         let started = time_sync.then(Instant::now);
@@ -633,7 +647,7 @@ async fn execute_ops<L: LogStore>(
                 .store_sync_seconds
                 .observe(started.elapsed().as_secs_f64());
         }
-        metrics.store_ops_per_sync.observe(batch.len() as f64);
+        metrics.store_ops_per_sync.observe(ops as f64);
     }
     Ok(last)
 }

@@ -3,13 +3,28 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 use replica_core::testing::{Cluster, KvCommand, KvGet};
-use replica_core::NodeId;
+use replica_core::{Config, NodeId};
 
 /// 3 replicas, 1,000 writes from 16 concurrent clients: every write acknowledged exactly once,
 /// all replicas end with identical logs and identical state.
 #[tokio::test(start_paused = true)]
 async fn thousand_writes_sixteen_clients_converge() {
-    let cluster = Cluster::start(3).await;
+    thousand_writes(Config::default()).await;
+}
+
+/// The same with replicas that poll their inputs before sleeping (`Config::idle_polls`): the
+/// polling changes when the core task runs, never what it does.
+#[tokio::test(start_paused = true)]
+async fn thousand_writes_with_idle_polling_converge() {
+    thousand_writes(Config {
+        idle_polls: 64,
+        ..Config::default()
+    })
+    .await;
+}
+
+async fn thousand_writes(config: Config) {
+    let cluster = Cluster::start_with(3, config, 7).await;
     cluster.wait_in_sync(3).await;
 
     // Phase: 16 clients × 62/63 appends each to their own key (1,000 in all).

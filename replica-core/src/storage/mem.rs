@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
-use super::{LogStore, Recovered, StorageError};
+use super::{LogStore, Recovered, StorageError, StoreOp};
 use crate::types::{Entry, HardState, LogIndex, Snapshot};
 
 /// A [`LogStore`] that keeps everything in memory.
@@ -35,6 +35,21 @@ impl Inner {
     fn make_durable(&mut self) {
         let volatile = std::mem::take(&mut self.volatile);
         self.durable.extend(volatile);
+    }
+
+    /// The index after `entries` if they continue the log exactly; nothing changes otherwise.
+    fn check_contiguous(&self, entries: &[Entry]) -> Result<LogIndex, StorageError> {
+        let mut next = self.next_index;
+        for e in entries {
+            if e.index != next {
+                return Err(StorageError::Invalid(format!(
+                    "append of index {} where {} was expected",
+                    e.index, next
+                )));
+            }
+            next += 1;
+        }
+        Ok(next)
     }
 
     fn recompute_next(&mut self) {
@@ -86,6 +101,27 @@ impl MemLogStore {
     pub fn sync_count(&self) -> u64 {
         self.lock().syncs
     }
+
+    /// `save_snapshot` with the snapshot handed over.
+    fn keep_snapshot(
+        &mut self,
+        snapshot: Snapshot,
+        compact_through: LogIndex,
+    ) -> Result<(), StorageError> {
+        if compact_through > snapshot.last.index {
+            return Err(StorageError::Invalid(format!(
+                "compaction through {compact_through} beyond snapshot at {}",
+                snapshot.last.index
+            )));
+        }
+        let mut inner = self.lock();
+        inner.make_durable();
+        inner.snapshot = Some(snapshot);
+        inner.durable.retain(|e| e.index > compact_through);
+        inner.volatile.retain(|e| e.index > compact_through);
+        inner.recompute_next();
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -107,19 +143,26 @@ impl LogStore for MemLogStore {
 
     async fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
         let mut inner = self.lock();
-        let mut next = inner.next_index;
-        for e in entries {
-            if e.index != next {
-                return Err(StorageError::Invalid(format!(
-                    "append of index {} where {} was expected",
-                    e.index, next
-                )));
-            }
-            next += 1;
-        }
+        inner.next_index = inner.check_contiguous(entries)?;
         inner.volatile.extend_from_slice(entries);
-        inner.next_index = next;
         Ok(())
+    }
+
+    /// Keeps appended entries and saved snapshots as given, without copying them.
+    async fn execute_owned(&mut self, op: StoreOp) -> Result<(), StorageError> {
+        match op {
+            StoreOp::Append(entries) => {
+                let mut inner = self.lock();
+                inner.next_index = inner.check_contiguous(&entries)?;
+                inner.volatile.extend(entries);
+                Ok(())
+            }
+            StoreOp::Snapshot {
+                snapshot,
+                compact_through,
+            } => self.keep_snapshot(*snapshot, compact_through),
+            other => self.execute(&other).await,
+        }
     }
 
     async fn sync(&mut self) -> Result<(), StorageError> {
@@ -143,19 +186,7 @@ impl LogStore for MemLogStore {
         snapshot: &Snapshot,
         compact_through: LogIndex,
     ) -> Result<(), StorageError> {
-        if compact_through > snapshot.last.index {
-            return Err(StorageError::Invalid(format!(
-                "compaction through {compact_through} beyond snapshot at {}",
-                snapshot.last.index
-            )));
-        }
-        let mut inner = self.lock();
-        inner.make_durable();
-        inner.snapshot = Some(snapshot.clone());
-        inner.durable.retain(|e| e.index > compact_through);
-        inner.volatile.retain(|e| e.index > compact_through);
-        inner.recompute_next();
-        Ok(())
+        self.keep_snapshot(snapshot.clone(), compact_through)
     }
 
     async fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
