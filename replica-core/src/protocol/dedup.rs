@@ -311,6 +311,51 @@ mod tests {
         }
     }
 
+    /// Against a model (the last `max` first-inserted records, in order), through thousands of
+    /// inserts that repeat held ids (once indexed), bring evicted ids back and index the table
+    /// midway: the
+    /// table answers exactly what the model holds, and its map never exceeds twice `max`.
+    #[test]
+    fn matches_a_model_through_eviction_and_purges() {
+        use crate::rng::Rng;
+        for (max, index_at) in [(1, 0), (7, 0), (7, 500), (64, 3000), (64, usize::MAX)] {
+            let mut rng = Rng::new(max as u64);
+            let mut t = DedupTable::new(max);
+            let mut model: VecDeque<DedupRecord> = VecDeque::new();
+            for step in 0..6000usize {
+                if step == index_at {
+                    t.index_all();
+                }
+                // Ids from a small range: many repeats, of held and of evicted ids.
+                let id = rng.below(3 * max as u64 + 5) as u128;
+                let mut r = rec(id);
+                r.index = step as u64;
+                let held = model.iter().any(|m| m.id == r.id);
+                if held && !t.eager {
+                    // Never asked of an unindexed table: a log never repeats an id it holds.
+                    continue;
+                }
+                if !held {
+                    model.push_back(r.clone());
+                    if model.len() > max {
+                        model.pop_front();
+                    }
+                }
+                t.insert(r);
+                assert!(t.map.len() <= 2 * max, "max {max} step {step}");
+                assert_eq!(t.len(), model.len());
+                for probe in 0..(3 * max as u128 + 5) {
+                    let want = model.iter().find(|m| m.id == Uuid::from_u128(probe));
+                    assert_eq!(
+                        t.get(&Uuid::from_u128(probe)),
+                        want,
+                        "max {max} step {step} id {probe}"
+                    );
+                }
+            }
+        }
+    }
+
     /// A secondary that takes office with a full, never-indexed table finds every id in it.
     #[test]
     fn late_index_finds_everything_held() {
