@@ -39,6 +39,11 @@ use crate::types::NodeId;
 /// one turn adds, while letting a burst of writes share one batch.
 const INPUTS_PER_TURN_MAX: usize = 4096;
 
+/// The sender of writes submitted through [`NodeHandle::write`]. A write's sender plays no part
+/// in the protocol; a static id costs no reference count per write (the handle's own id did,
+/// bounced between the client's core and the replica's).
+const LOCAL_CLIENT: NodeId = NodeId::from_static("local");
+
 /// The reply token the runtime hands the core: where the answer goes.
 type Responder = oneshot::Sender<Message>;
 
@@ -242,7 +247,7 @@ impl<S: StateMachine> NodeHandle<S> {
         let command =
             message::to_bytes(command).map_err(|e| LocalWriteError::Codec(e.to_string()))?;
         let msg = Message {
-            from: self.id.clone(),
+            from: LOCAL_CLIENT,
             epoch: 0,
             clock: 0,
             body: Body::Write(WriteRequest { id, command }),

@@ -25,33 +25,89 @@ pub type Epoch = u64;
 /// Identity of a replica or front end: its address as peers reach it (`"127.0.0.1:4600"` over
 /// HTTP, any unique name over the in-memory transport).
 ///
-/// Cheap to clone (`Arc<str>`) because it rides on every message. Ordering is the byte order of the
-/// address; it only breaks ties in elections between equally fresh logs.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct NodeId(Arc<str>);
+/// Cheap to clone (`Arc<str>`) because it rides on every message; an id fixed at compile time
+/// ([`NodeId::from_static`]) has no reference count at all. Equality, hashing and ordering are
+/// those of the address, however it is held. Ordering is the byte order of the address; it only
+/// breaks ties in elections between equally fresh logs.
+#[derive(Clone)]
+pub struct NodeId(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    Static(&'static str),
+    Shared(Arc<str>),
+}
 
 impl NodeId {
     /// Build an id from an address or name.
     pub fn new(s: impl AsRef<str>) -> Self {
-        NodeId(Arc::from(s.as_ref()))
+        NodeId(Repr::Shared(Arc::from(s.as_ref())))
+    }
+
+    /// An id whose name is fixed at compile time. Cloning and dropping it touch no shared
+    /// counter: an id that every request of a busy local client carries would otherwise bounce
+    /// one reference count between the cores of the client and of the replica.
+    pub const fn from_static(s: &'static str) -> Self {
+        NodeId(Repr::Static(s))
     }
 
     /// The address or name this id stands for.
     pub fn as_str(&self) -> &str {
-        &self.0
+        match &self.0 {
+            Repr::Static(s) => s,
+            Repr::Shared(s) => s,
+        }
+    }
+}
+
+impl PartialEq for NodeId {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for NodeId {}
+
+impl PartialOrd for NodeId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for NodeId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl std::hash::Hash for NodeId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state)
+    }
+}
+
+impl Serialize for NodeId {
+    fn serialize<Ser: serde::Serializer>(&self, s: Ser) -> Result<Ser::Ok, Ser::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for NodeId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // Through `Arc<str>`, as the `Arc<str>` field this type used to be (same encoding).
+        Ok(NodeId(Repr::Shared(<Arc<str>>::deserialize(d)?)))
     }
 }
 
 impl fmt::Debug for NodeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
 impl fmt::Display for NodeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
@@ -63,7 +119,7 @@ impl From<&str> for NodeId {
 
 impl From<String> for NodeId {
     fn from(s: String) -> Self {
-        NodeId(Arc::from(s))
+        NodeId(Repr::Shared(Arc::from(s)))
     }
 }
 
