@@ -12,6 +12,9 @@ use crate::types::{Entry, LogIndex, LogPos};
 pub(crate) struct Log {
     base: LogPos,
     entries: VecDeque<Entry>,
+    /// Position of the last entry, or `base` when empty: read several times per write, so kept
+    /// rather than recomputed from the back of the ring.
+    last: LogPos,
 }
 
 impl Log {
@@ -22,12 +25,14 @@ impl Log {
         let mut log = Log {
             base,
             entries: VecDeque::with_capacity(entries.len()),
+            last: base,
         };
         let total = entries.len();
         for e in entries {
-            if e.index != log.last().index + 1 {
+            if e.index != log.last.index + 1 {
                 break;
             }
+            log.last = e.pos();
             log.entries.push_back(e);
         }
         let dropped = total - log.entries.len();
@@ -36,7 +41,7 @@ impl Log {
 
     /// Position of the last entry (the base when empty).
     pub(crate) fn last(&self) -> LogPos {
-        self.entries.back().map_or(self.base, Entry::pos)
+        self.last
     }
 
     /// Position of the entry before the first one held.
@@ -61,26 +66,28 @@ impl Log {
     /// Append one entry. Panics if it does not continue the log: the core only appends entries
     /// it has checked, so a gap here is a bug, not bad input.
     pub(crate) fn push(&mut self, entry: Entry) {
-        let last = self.last();
+        let last = self.last;
         assert_eq!(entry.index, last.index + 1, "log append must be contiguous");
         assert!(
             entry.lamport > last.lamport || last.index == 0,
             "lamport must increase"
         );
+        self.last = entry.pos();
         self.entries.push_back(entry);
     }
 
     /// Up to `max_entries` entries from `from` on, stopping before `max_bytes` is exceeded (but
     /// always at least one entry if any exists).
     pub(crate) fn slice(&self, from: LogIndex, max_entries: usize, max_bytes: usize) -> Vec<Entry> {
-        let mut out = Vec::new();
         let mut bytes = 0;
         let Some(offset) = from.checked_sub(self.base.index + 1) else {
-            return out;
+            return Vec::new();
         };
         let Ok(offset) = usize::try_from(offset) else {
-            return out;
+            return Vec::new();
         };
+        let mut out =
+            Vec::with_capacity(max_entries.min(self.entries.len().saturating_sub(offset)));
         for e in self.entries.iter().skip(offset).take(max_entries) {
             let size = e.size_hint();
             if !out.is_empty() && bytes + size > max_bytes {
@@ -94,12 +101,13 @@ impl Log {
 
     /// Drop entries up to and including `index` (which must be held); it becomes the base.
     pub(crate) fn compact_through(&mut self, index: LogIndex) {
-        while let Some(front) = self.entries.front() {
-            if front.index > index {
-                break;
-            }
-            self.base = front.pos();
-            self.entries.pop_front();
+        // Indices are dense: the entries to drop are the first `index - base` ones.
+        let count = usize::try_from(index.saturating_sub(self.base.index))
+            .unwrap_or(usize::MAX)
+            .min(self.entries.len());
+        if let Some(new_base) = count.checked_sub(1).and_then(|i| self.entries.get(i)) {
+            self.base = new_base.pos();
+            self.entries.drain(..count);
         }
     }
 
@@ -107,6 +115,7 @@ impl Log {
     pub(crate) fn reset(&mut self, base: LogPos) {
         self.entries.clear();
         self.base = base;
+        self.last = base;
     }
 
     /// Entries after `index` (exclusive), oldest first.
@@ -171,6 +180,20 @@ mod tests {
         );
         log.push(e(6, 2));
         assert_eq!(log.last().index, 6);
+        // Compacting beyond what is held stops at the last entry; it becomes the base.
+        log.compact_through(9);
+        assert_eq!(log.len(), 0);
+        assert_eq!(log.base(), e(6, 2).pos());
+        assert_eq!(log.last(), e(6, 2).pos());
+        log.compact_through(2);
+        assert_eq!(
+            log.base(),
+            e(6, 2).pos(),
+            "compacting an older index changes nothing"
+        );
+        log.push(e(7, 2));
+        log.reset(e(20, 3).pos());
+        assert_eq!((log.len(), log.last()), (0, e(20, 3).pos()));
     }
 
     #[test]

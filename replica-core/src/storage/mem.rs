@@ -117,8 +117,14 @@ impl MemLogStore {
         let mut inner = self.lock();
         inner.make_durable();
         inner.snapshot = Some(snapshot);
-        inner.durable.retain(|e| e.index > compact_through);
-        inner.volatile.retain(|e| e.index > compact_through);
+        // Both runs are sorted by index: cut the covered prefix instead of testing each entry.
+        let Inner {
+            durable, volatile, ..
+        } = &mut *inner;
+        for run in [durable, volatile] {
+            let covered = run.partition_point(|e| e.index <= compact_through);
+            run.drain(..covered);
+        }
         inner.recompute_next();
         Ok(())
     }
