@@ -14,7 +14,7 @@ use std::future::Future;
 use bytes::Bytes;
 use uuid::Uuid;
 
-use crate::storage::{LogStore, Recovered, StorageError};
+use crate::storage::{LogStore, Recovered, StorageError, StoreOp};
 use crate::types::{
     ClusterConfig, DedupRecord, Entry, HardState, LogIndex, LogPos, NodeId, Payload, Snapshot,
 };
@@ -43,6 +43,7 @@ where
     install_then_snapshot(&mut open).await;
     many_restarts(&mut open).await;
     large_entries(&mut open).await;
+    owned_operations_match_borrowed(&mut open).await;
 }
 
 // ---------------------------------------------------------------------------- fixtures
@@ -697,4 +698,60 @@ where
     let (_, r) = reopen(open, name, store).await;
     assert_eq!(indices(&r.entries), Some((1, sizes.len() as u64)));
     assert_log_matches("large entries", &r.entries, &written);
+}
+
+/// `execute_owned` (what the runtime calls) does exactly what `execute` does: the same
+/// operations, refused ones included, leave two stores with the same durable contents.
+async fn owned_operations_match_borrowed<L, F, Fut>(open: &mut F)
+where
+    L: LogStore,
+    F: FnMut(&str) -> Fut,
+    Fut: Future<Output = L>,
+{
+    let ops = vec![
+        StoreOp::Append(entries(1..=40, 1, 5)),
+        // Refused: a gap, then a compaction point beyond its snapshot.
+        StoreOp::Append(entries(42..=43, 1, 5)),
+        StoreOp::HardState(HardState {
+            epoch: 2,
+            commit: 30,
+            generation: 3,
+        }),
+        StoreOp::Snapshot {
+            snapshot: Box::new(snapshot(30, 1, 5)),
+            compact_through: 31,
+        },
+        StoreOp::Snapshot {
+            snapshot: Box::new(snapshot(30, 1, 5)),
+            compact_through: 20,
+        },
+        StoreOp::Append(entries(41..=60, 2, 5)),
+        StoreOp::Install(Box::new(snapshot(70, 2, 6))),
+        StoreOp::Append(entries(71..=75, 2, 6)),
+        StoreOp::Snapshot {
+            snapshot: Box::new(snapshot(73, 2, 6)),
+            compact_through: 72,
+        },
+        StoreOp::Append(entries(76..=80, 2, 6)),
+    ];
+    let (mut borrowed, _) = fresh(open, "ops-borrowed").await;
+    let (mut owned, _) = fresh(open, "ops-owned").await;
+    for (i, op) in ops.iter().enumerate() {
+        let by_ref = borrowed.execute(op).await;
+        let by_value = owned.execute_owned(op.clone()).await;
+        assert_eq!(
+            by_ref.is_ok(),
+            by_value.is_ok(),
+            "operation {i}: execute gave {by_ref:?}, execute_owned {by_value:?}"
+        );
+    }
+    ok(borrowed.sync().await, "sync");
+    ok(owned.sync().await, "sync");
+    let (_, from_ref) = reopen(open, "ops-borrowed", borrowed).await;
+    let (_, from_value) = reopen(open, "ops-owned", owned).await;
+    assert_eq!(
+        from_value, from_ref,
+        "execute_owned left other contents than execute"
+    );
+    assert_eq!(indices(&from_value.entries).map(|(_, last)| last), Some(80));
 }

@@ -143,7 +143,8 @@ pub trait LogStore: Send + 'static {
     /// [`LogStore::execute`], handing the operation over: the runtime calls this one. The
     /// default borrows it and drops it. A store that keeps what it is given (in memory)
     /// overrides it to keep the entries and snapshots themselves instead of copies — in the
-    /// replication benchmark those copies were a twentieth of the write path.
+    /// replication benchmark those copies were a twentieth of the write path. An override must
+    /// do exactly what `execute` does, refusals included (the conformance suite checks it).
     async fn execute_owned(&mut self, op: StoreOp) -> Result<(), StorageError> {
         self.execute(&op).await
     }
