@@ -321,10 +321,8 @@ pub fn encode(msg: &Message) -> Result<Vec<u8>, CodecError> {
     // several times, which showed up as a tenth of the replication path's instructions.
     let mut out = Vec::with_capacity(msg.body.size_hint());
     out.push(WIRE_VERSION);
-    if let Body::Append(a) = &msg.body {
-        if append_codec::encode(&mut out, msg, a) {
-            return Ok(out);
-        }
+    if append_codec::encode(&mut out, msg) {
+        return Ok(out);
     }
     encode_serde(msg, out)
 }

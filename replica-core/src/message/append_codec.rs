@@ -31,10 +31,13 @@ const ID_BYTES: usize = 16;
 /// command's length byte): bounds the entries a length prefix can claim.
 const ENTRY_BYTES_MIN: usize = 3 + 1 + ID_BYTES + 2;
 
-/// Append the encoding of `msg` (which must carry `a` as its body) to `out`, after the version
-/// byte. Returns false, having written nothing, if a configuration entry is in the batch (left
-/// to postcard: rare and not worth a second encoder).
-pub(super) fn encode(out: &mut Vec<u8>, msg: &Message, a: &Append) -> bool {
+/// Append the encoding of `msg` to `out`, after the version byte. Returns false, having written
+/// nothing, if `msg` is not an append or carries a configuration entry (left to postcard: rare
+/// and not worth a second encoder).
+pub(super) fn encode(out: &mut Vec<u8>, msg: &Message) -> bool {
+    let Body::Append(a) = &msg.body else {
+        return false;
+    };
     if a.entries
         .iter()
         .any(|e| !matches!(e.payload, Payload::Command(_)))

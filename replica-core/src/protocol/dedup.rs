@@ -132,16 +132,8 @@ impl DedupTable {
             return;
         }
         if self.eager {
-            let seq = self.end_seq();
-            match self.map.entry(rec.id) {
-                Entry::Occupied(o) if *o.get() >= self.first_seq => return,
-                // Its record was evicted: the id is new again.
-                Entry::Occupied(mut o) => {
-                    o.insert(seq);
-                }
-                Entry::Vacant(v) => {
-                    v.insert(seq);
-                }
+            if !self.index(rec.id, self.end_seq()) {
+                return;
             }
             self.records.push_back(rec);
             self.unindexed_from = self.end_seq();
@@ -161,6 +153,23 @@ impl DedupTable {
         self.purge_evicted();
     }
 
+    /// Point `id` at `seq` unless it already names a record still held (the first one wins).
+    /// A slot left by an evicted record counts as free: its id is new again. Returns whether
+    /// `id` now points at `seq`.
+    fn index(&mut self, id: Uuid, seq: u64) -> bool {
+        match self.map.entry(id) {
+            Entry::Occupied(o) if *o.get() >= self.first_seq => false,
+            Entry::Occupied(mut o) => {
+                o.insert(seq);
+                true
+            }
+            Entry::Vacant(v) => {
+                v.insert(seq);
+                true
+            }
+        }
+    }
+
     /// Drop the map's slots of evicted records once they make up half of it: one sequential
     /// sweep every `max` writes instead of a random access per write. Evicted slots are
     /// harmless meanwhile — a slot whose sequence number is before `first_seq` answers nothing
@@ -177,15 +186,7 @@ impl DedupTable {
     pub(crate) fn index_all(&mut self) {
         let mut seq = self.unindexed_from.max(self.first_seq);
         while let Some(id) = self.at(seq).map(|r| r.id) {
-            match self.map.entry(id) {
-                Entry::Occupied(o) if *o.get() >= self.first_seq => {}
-                Entry::Occupied(mut o) => {
-                    o.insert(seq);
-                }
-                Entry::Vacant(v) => {
-                    v.insert(seq);
-                }
-            }
+            self.index(id, seq);
             seq += 1;
         }
         self.unindexed_from = seq;
@@ -313,8 +314,8 @@ mod tests {
 
     /// Against a model (the last `max` first-inserted records, in order), through thousands of
     /// inserts that repeat held ids (once indexed), bring evicted ids back and index the table
-    /// midway: the
-    /// table answers exactly what the model holds, and its map never exceeds twice `max`.
+    /// midway: the table answers exactly what the model holds, and its map never exceeds twice
+    /// `max`.
     #[test]
     fn matches_a_model_through_eviction_and_purges() {
         use crate::rng::Rng;
