@@ -3,7 +3,7 @@
 //! Everything here is plain data with a stable postcard encoding; it crosses the wire and lands on
 //! disk unchanged, so changing a field is a protocol and format change.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::fmt;
 use std::sync::Arc;
 
@@ -227,6 +227,179 @@ pub struct DedupRecord {
     pub output: Bytes,
 }
 
+/// Records per chunk of a [`DedupRecords`]: 64 KiB of records, small enough that the allocator
+/// serves a chunk from its heap rather than mapping fresh pages for each.
+const DEDUP_CHUNK: usize = 1024;
+
+/// The dedup table's records, oldest first, held in shared chunks of 1,024.
+///
+/// Why chunks: a snapshot holds the whole table (up to `Config::dedup_entries_max` records, 16 MB
+/// at the default). Copying it at every snapshot stalled the replica for milliseconds and held
+/// the table twice in memory; a clone of this type shares every full chunk and copies only the
+/// records of the chunk being filled (fewer than 1,024).
+///
+/// Encoded exactly as a `Vec<DedupRecord>` (a length, then the records), so the wire and disk
+/// formats do not depend on the chunking.
+#[derive(Clone, Default)]
+pub struct DedupRecords {
+    /// Full chunks of exactly `DEDUP_CHUNK` records, shared with clones.
+    full: VecDeque<Arc<Vec<DedupRecord>>>,
+    /// The chunk being filled (fewer than `DEDUP_CHUNK` records), owned: appending to it
+    /// touches no reference count.
+    tail: Vec<DedupRecord>,
+    /// Records at the front of the first chunk (full, or the tail if there is none) that were
+    /// evicted.
+    skip: usize,
+    len: usize,
+}
+
+impl DedupRecords {
+    /// No records.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when there are no records.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The `i`-th record, oldest first.
+    pub fn get(&self, i: usize) -> Option<&DedupRecord> {
+        if i >= self.len {
+            return None;
+        }
+        let at = self.skip + i;
+        match self.full.get(at / DEDUP_CHUNK) {
+            Some(chunk) => chunk.get(at % DEDUP_CHUNK),
+            None => self.tail.get(at - self.full.len() * DEDUP_CHUNK),
+        }
+    }
+
+    /// The records, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = &DedupRecord> + '_ {
+        self.iter_from(0)
+    }
+
+    /// The records from the `i`-th on (skipping whole chunks, not record by record).
+    pub(crate) fn iter_from(&self, i: usize) -> impl Iterator<Item = &DedupRecord> + '_ {
+        let i = i.min(self.len);
+        let at = self.skip + i;
+        let first = (at / DEDUP_CHUNK).min(self.full.len());
+        self.full
+            .range(first..)
+            .map(|c| c.as_slice())
+            .chain(std::iter::once(self.tail.as_slice()))
+            .flatten()
+            .skip(at - first * DEDUP_CHUNK)
+            .take(self.len - i)
+    }
+
+    /// Append a record at the end.
+    pub fn push(&mut self, rec: DedupRecord) {
+        if self.tail.capacity() == 0 {
+            self.tail.reserve_exact(DEDUP_CHUNK);
+        }
+        self.tail.push(rec);
+        if self.tail.len() == DEDUP_CHUNK {
+            let chunk = std::mem::take(&mut self.tail);
+            self.full.push_back(Arc::new(chunk));
+        }
+        self.len += 1;
+    }
+
+    /// Forget the oldest record; false if there was none. Its chunk is released once all of
+    /// its records are gone (and no clone holds it).
+    pub fn pop_front(&mut self) -> bool {
+        if self.len == 0 {
+            return false;
+        }
+        self.len -= 1;
+        self.skip += 1;
+        if self.len == 0 {
+            // Whatever is left is evicted records.
+            self.full.clear();
+            self.tail.clear();
+            self.skip = 0;
+        } else if self.skip == DEDUP_CHUNK && !self.full.is_empty() {
+            self.full.pop_front();
+            self.skip = 0;
+        }
+        true
+    }
+}
+
+impl FromIterator<DedupRecord> for DedupRecords {
+    fn from_iter<I: IntoIterator<Item = DedupRecord>>(iter: I) -> Self {
+        let mut records = DedupRecords::new();
+        for rec in iter {
+            records.push(rec);
+        }
+        records
+    }
+}
+
+impl From<Vec<DedupRecord>> for DedupRecords {
+    fn from(records: Vec<DedupRecord>) -> Self {
+        records.into_iter().collect()
+    }
+}
+
+impl PartialEq for DedupRecords {
+    fn eq(&self, other: &Self) -> bool {
+        self.len == other.len && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for DedupRecords {}
+
+impl fmt::Debug for DedupRecords {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl Serialize for DedupRecords {
+    fn serialize<Ser: serde::Serializer>(&self, s: Ser) -> Result<Ser::Ok, Ser::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = s.serialize_seq(Some(self.len))?;
+        for rec in self.iter() {
+            seq.serialize_element(rec)?;
+        }
+        seq.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for DedupRecords {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Records;
+        impl<'de> serde::de::Visitor<'de> for Records {
+            type Value = DedupRecords;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a sequence of dedup records")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<DedupRecords, A::Error> {
+                // No allocation from the announced length: it comes from outside. Chunks grow
+                // as records actually arrive.
+                let mut records = DedupRecords::new();
+                while let Some(rec) = seq.next_element()? {
+                    records.push(rec);
+                }
+                Ok(records)
+            }
+        }
+        d.deserialize_seq(Records)
+    }
+}
+
 /// A point-in-time image of a replica's applied state: the state machine, the dedup table and the
 /// configuration, as of `last`.
 ///
@@ -241,7 +414,7 @@ pub struct Snapshot {
     /// `StateMachine::snapshot()` output.
     pub state: Bytes,
     /// The dedup table, oldest first.
-    pub dedup: Vec<DedupRecord>,
+    pub dedup: DedupRecords,
 }
 
 /// The small piece of replica state that must survive restarts besides the log.
@@ -280,5 +453,77 @@ impl Role {
 impl fmt::Display for Role {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use super::*;
+    use crate::rng::Rng;
+
+    fn rec(n: u64) -> DedupRecord {
+        DedupRecord {
+            id: Uuid::from_u64_pair(7, n),
+            index: n,
+            lamport: n + 1,
+            output: Bytes::from(n.to_le_bytes().to_vec()),
+        }
+    }
+
+    /// Pushes, evictions and clones across chunk boundaries, against a `VecDeque` model: every
+    /// clone keeps exactly what the records held when it was taken (appends after a clone never
+    /// show through the shared chunks), and encodes to the bytes of the equivalent `Vec`.
+    #[test]
+    fn records_match_a_model_and_clones_stay_frozen() {
+        let mut rng = Rng::new(11);
+        let mut records = DedupRecords::new();
+        let mut model: VecDeque<DedupRecord> = VecDeque::new();
+        let mut frozen: Vec<(DedupRecords, Vec<DedupRecord>)> = Vec::new();
+        let mut next = 0;
+        for step in 0..12_000u64 {
+            match rng.below(10) {
+                0..=5 => {
+                    records.push(rec(next));
+                    model.push_back(rec(next));
+                    next += 1;
+                }
+                6..=8 => {
+                    assert_eq!(records.pop_front(), model.pop_front().is_some());
+                }
+                _ => {
+                    if step % 7 == 0 {
+                        frozen.push((records.clone(), model.iter().cloned().collect()));
+                    }
+                }
+            }
+            assert_eq!(records.len(), model.len());
+            let probe = rng.below(model.len() as u64 + 2) as usize;
+            assert_eq!(records.get(probe), model.get(probe), "step {step}");
+            assert!(records.iter_from(probe).eq(model.iter().skip(probe)));
+        }
+        assert!(frozen.len() > 50, "the run took clones");
+        for (clone, want) in &frozen {
+            assert!(clone.iter().eq(want.iter()));
+            let bytes = postcard::to_allocvec(clone).unwrap();
+            assert_eq!(bytes, postcard::to_allocvec(want).unwrap());
+            let back: DedupRecords = postcard::from_bytes(&bytes).unwrap();
+            assert_eq!(&back, clone);
+        }
+    }
+
+    /// A snapshot's dedup table crosses the wire and the disk as a plain sequence.
+    #[test]
+    fn records_decode_from_a_vec_encoding() {
+        let want: Vec<DedupRecord> = (0..2500).map(rec).collect();
+        let bytes = postcard::to_allocvec(&want).unwrap();
+        let got: DedupRecords = postcard::from_bytes(&bytes).unwrap();
+        assert!(got.iter().eq(want.iter()));
+        assert_eq!(got, DedupRecords::from(want));
+        // A length that promises more than the input holds is an error, not an allocation.
+        let mut lying = bytes.clone();
+        lying[..3].copy_from_slice(&[0xff, 0xff, 0x7f]);
+        assert!(postcard::from_bytes::<DedupRecords>(&lying).is_err());
     }
 }

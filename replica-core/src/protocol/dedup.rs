@@ -4,12 +4,12 @@
 //! depend only on the apply order), which is why it can be part of snapshots.
 
 use std::collections::hash_map::Entry;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use uuid::Uuid;
 
-use crate::types::DedupRecord;
+use crate::types::{DedupRecord, DedupRecords};
 
 /// Hashes UUIDs: one multiply per word, then the murmur3 64-bit finalizer so that every input
 /// bit reaches the low bits hashbrown indexes by. Request ids come from authenticated front ends,
@@ -64,7 +64,8 @@ pub(crate) type IdMap<V> = HashMap<Uuid, V, BuildHasherDefault<IdHasher>>;
 /// Remembers the result of the most recent `max` applied writes.
 ///
 /// Records live in a ring in apply order (appended and evicted sequentially, so cache- and
-/// page-friendly); the hash map only holds id → sequence number, 24 bytes a slot. With records
+/// page-friendly), in shared chunks ([`DedupRecords`]) so that a snapshot shares them instead of
+/// copying the table; the hash map only holds id → sequence number, 24 bytes a slot. With records
 /// in the map itself each insert wrote 80 bytes at a random address and every growth rehashed
 /// them all: in the replication benchmark that was a quarter of the write path.
 ///
@@ -83,7 +84,7 @@ pub(crate) struct DedupTable {
     /// Id → sequence number of its first record, for the records before `unindexed_from`.
     map: IdMap<u64>,
     /// Records in apply order, oldest first: the eviction order.
-    records: VecDeque<DedupRecord>,
+    records: DedupRecords,
     /// Sequence number of `records[0]`.
     first_seq: u64,
     /// Records from this sequence number on are not in `map`.
@@ -97,7 +98,7 @@ impl DedupTable {
     pub(crate) fn new(max: usize) -> Self {
         DedupTable {
             map: IdMap::default(),
-            records: VecDeque::new(),
+            records: DedupRecords::new(),
             first_seq: 0,
             unindexed_from: 0,
             eager: false,
@@ -123,7 +124,7 @@ impl DedupTable {
         }
         // Not indexed yet (a table that was never primary's): the slow path.
         let skip = usize::try_from(self.unindexed_from.saturating_sub(self.first_seq)).ok()?;
-        self.records.iter().skip(skip).find(|r| r.id == *id)
+        self.records.iter_from(skip).find(|r| r.id == *id)
     }
 
     /// Remember a result. A second insert of an id still held keeps the first result.
@@ -135,17 +136,17 @@ impl DedupTable {
             if !self.index(rec.id, self.end_seq()) {
                 return;
             }
-            self.records.push_back(rec);
+            self.records.push(rec);
             self.unindexed_from = self.end_seq();
         } else {
             // The primary never appends an id it still remembers, so a duplicate here means a
             // broken log; `index_all` keeps the first record for it, like the eager path.
-            self.records.push_back(rec);
+            self.records.push(rec);
         }
         while self.records.len() > self.max {
             // The map keeps the evicted id's slot for now: removing it here would cost a
             // random access into a table larger than the cache on every write.
-            if self.records.pop_front().is_some() {
+            if self.records.pop_front() {
                 self.first_seq += 1;
             }
         }
@@ -194,19 +195,23 @@ impl DedupTable {
         self.purge_evicted();
     }
 
-    /// The whole table, oldest first, for a snapshot.
-    pub(crate) fn to_vec(&self) -> Vec<DedupRecord> {
-        self.records.iter().cloned().collect()
+    /// The whole table, oldest first, for a snapshot: shares the records' chunks (a pointer
+    /// per 1,024 records), copies none.
+    pub(crate) fn share(&self) -> DedupRecords {
+        self.records.clone()
     }
 
-    /// Replace the table with a snapshot's (indexed if this table was).
-    pub(crate) fn restore(&mut self, records: Vec<DedupRecord>) {
+    /// Replace the table with a snapshot's (indexed if this table was), sharing its chunks.
+    pub(crate) fn restore(&mut self, mut records: DedupRecords) {
+        while records.len() > self.max {
+            records.pop_front();
+        }
         self.map.clear();
-        self.records.clear();
+        self.records = records;
         self.first_seq = 0;
         self.unindexed_from = 0;
-        for rec in records {
-            self.insert(rec);
+        if self.eager {
+            self.index_all();
         }
     }
 
@@ -217,6 +222,8 @@ impl DedupTable {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::VecDeque;
+
     use super::*;
     use bytes::Bytes;
 
@@ -283,7 +290,7 @@ mod tests {
                 t.get(&Uuid::from_u128(1)).is_none(),
                 "oldest evicted past the bound"
             );
-            assert_eq!(t.to_vec(), vec![rec(2), rec(3), rec(4)]);
+            assert_eq!(t.share(), DedupRecords::from(vec![rec(2), rec(3), rec(4)]));
             // Lookups still find the survivors once the front of the ring has moved on.
             for n in 5..=9 {
                 maybe_index(&mut t, &mut step);
@@ -307,8 +314,8 @@ mod tests {
             t.insert(back.clone());
             assert_eq!(t.get(&Uuid::from_u128(2)), Some(&back), "step {index_at}");
             let mut u = DedupTable::new(3);
-            u.restore(t.to_vec());
-            assert_eq!(u.to_vec(), t.to_vec());
+            u.restore(t.share());
+            assert_eq!(u.share(), t.share());
         }
     }
 

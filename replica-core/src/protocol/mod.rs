@@ -1140,7 +1140,7 @@ impl<S: StateMachine, R> Replica<S, R> {
             last: self.applied,
             config: self.applied_config.clone(),
             state: Bytes::from(self.sm.snapshot()),
-            dedup: self.dedup.to_vec(),
+            dedup: self.dedup.share(),
         }
     }
 }

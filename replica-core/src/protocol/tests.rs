@@ -495,7 +495,7 @@ fn late_full_copy_keeps_entries_already_appended() {
         last: entry(2, 1, 6).pos(),
         config: ClusterConfig::default(),
         state: Bytes::from(sm.snapshot()),
-        dedup: Vec::new(),
+        dedup: Default::default(),
     };
     s.step(
         3,
