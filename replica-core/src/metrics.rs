@@ -117,6 +117,9 @@ pub struct NodeMetrics {
     pub snapshots_installed: AtomicU64,
     /// Outbound calls that failed in transport.
     pub calls_failed: AtomicU64,
+    /// Times the core looked for work again instead of sleeping (`Config::idle_polls`): the CPU
+    /// idle polling spends. Grows only while writes flow.
+    pub idle_polls: AtomicU64,
 }
 
 impl Default for NodeMetrics {
@@ -133,6 +136,7 @@ impl Default for NodeMetrics {
             snapshots_sent: AtomicU64::new(0),
             snapshots_installed: AtomicU64::new(0),
             calls_failed: AtomicU64::new(0),
+            idle_polls: AtomicU64::new(0),
         }
     }
 }
@@ -228,6 +232,12 @@ impl NodeMetrics {
             "replica_calls_failed_total",
             "Outbound calls that failed in transport.",
             load(&self.calls_failed),
+        );
+        counter(
+            &mut out,
+            "replica_idle_polls_total",
+            "Times the core looked for work again instead of sleeping.",
+            load(&self.idle_polls),
         );
         gauge(&mut out, "replica_epoch", "Current epoch.", status.epoch);
         gauge(

@@ -6,7 +6,10 @@
 //!   `INPUTS_PER_TURN_MAX`), steps the replica with each, and executes the outputs once — this
 //!   is where concurrent writes become one batch. It also drives the replica's outbound calls
 //!   (a `FuturesUnordered`: a reply wakes the core directly, no task per call); only full
-//!   copies, which can be large to encode, go out on a task of their own;
+//!   copies, which can be large to encode, go out on a task of their own. After a turn that
+//!   carried replication traffic it looks for more up to `idle_polls` times,
+//!   yielding in between, before its thread may sleep (ticks and heartbeats do not count, so an
+//!   idle replica sleeps at once);
 //! - the **store task** executes storage operations strictly in order and syncs once per run of
 //!   operations (group commit), then reports the highest durable sequence number. A store that
 //!   [completes immediately](LogStore::completes_immediately) (in memory) has no task: the core
@@ -188,6 +191,7 @@ impl Node {
             id: id.clone(),
             metrics: metrics.clone(),
             idle_polls,
+            traffic: false,
         };
         tasks.push(tokio::spawn(core.run(rx, tick)));
         Ok(NodeHandle {
@@ -367,6 +371,10 @@ struct Core<S: StateMachine, T, L> {
     metrics: Arc<NodeMetrics>,
     /// `Config::idle_polls`.
     idle_polls: u32,
+    /// The current turn carried replication traffic (a write, an append with entries, or the
+    /// reply to one): only such turns rearm the idle polls, so an idle replica, woken by ticks
+    /// and heartbeats alone, goes straight back to sleep.
+    traffic: bool,
 }
 
 impl<S: StateMachine, T: Transport, L: LogStore> Core<S, T, L> {
@@ -390,8 +398,9 @@ impl<S: StateMachine, T: Transport, L: LogStore> Core<S, T, L> {
             return;
         }
         let idle_polls = self.idle_polls;
-        let mut polls_left = idle_polls;
+        let mut polls_left = 0;
         loop {
+            self.traffic = false;
             tokio::select! {
                 cmd = rx.recv() => {
                     let Some(cmd) = cmd else { break };
@@ -434,10 +443,13 @@ impl<S: StateMachine, T: Transport, L: LogStore> Core<S, T, L> {
                 // time it is polled; every other branch is cancel-safe).
                 _ = tokio::task::yield_now(), if polls_left > 0 => {
                     polls_left -= 1;
+                    self.metrics.idle_polls.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
             }
-            polls_left = idle_polls;
+            if self.traffic {
+                polls_left = idle_polls;
+            }
             if !self.execute(&mut calls).await {
                 break;
             }
@@ -447,6 +459,7 @@ impl<S: StateMachine, T: Transport, L: LogStore> Core<S, T, L> {
     /// Feed a finished call's outcome to the replica; time it if it was an append.
     fn returned(&mut self, now: u64, (input, sent): (Input<Responder>, Option<Instant>)) {
         if let (Some(sent), Input::Response { .. }) = (sent, &input) {
+            self.traffic = true;
             self.metrics
                 .replication_seconds
                 .observe(self.turn.saturating_duration_since(sent).as_secs_f64());
@@ -457,7 +470,16 @@ impl<S: StateMachine, T: Transport, L: LogStore> Core<S, T, L> {
     /// Returns false when the node must stop.
     fn process(&mut self, now: u64, cmd: Cmd<S>) -> bool {
         match cmd {
-            Cmd::Input(input) => self.replica.step(now, input),
+            Cmd::Input(input) => {
+                if let Input::Request { msg, .. } = &input {
+                    self.traffic |= match &msg.body {
+                        Body::Write(_) => true,
+                        Body::Append(a) => !a.entries.is_empty(),
+                        _ => false,
+                    };
+                }
+                self.replica.step(now, input)
+            }
             Cmd::Status(tx) => {
                 let _ = tx.send(self.replica.status());
             }

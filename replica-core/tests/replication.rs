@@ -12,15 +12,48 @@ async fn thousand_writes_sixteen_clients_converge() {
     thousand_writes(Config::default()).await;
 }
 
-/// The same with replicas that poll their inputs before sleeping (`Config::idle_polls`): the
-/// polling changes when the core task runs, never what it does.
+/// The same with replicas that sleep as soon as they find nothing to do (`Config::idle_polls`
+/// 0; the default polls first): the polling changes when the core task runs, never what it does.
 #[tokio::test(start_paused = true)]
-async fn thousand_writes_with_idle_polling_converge() {
+async fn thousand_writes_without_idle_polling_converge() {
     thousand_writes(Config {
-        idle_polls: 64,
+        idle_polls: 0,
         ..Config::default()
     })
     .await;
+}
+
+/// Idle polling follows traffic only: once the writes stop, ticks and heartbeats (five seconds
+/// of them) do not rearm it, and the replicas poll not once more.
+#[tokio::test(start_paused = true)]
+async fn idle_replicas_do_not_poll() {
+    let cluster = Cluster::start_with(3, Config::default(), 9).await;
+    cluster.wait_in_sync(3).await;
+    let client = cluster.client("fe");
+    for i in 0..50 {
+        let _: Option<String> = client
+            .write(&KvCommand::put(format!("k{i}"), "v"))
+            .await
+            .unwrap();
+    }
+    let polls = || {
+        cluster
+            .ids()
+            .iter()
+            .map(|id| {
+                let node = cluster.node(id).unwrap();
+                node.metrics()
+                    .idle_polls
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            })
+            .sum::<u64>()
+    };
+    // Virtual time: each sleep lets that much time's ticks and heartbeats happen.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let settled = polls();
+    assert!(settled > 0, "the writes were polled for");
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    assert_eq!(polls(), settled, "no polls while idle");
 }
 
 async fn thousand_writes(config: Config) {

@@ -65,12 +65,16 @@ struct Args {
     #[arg(long, default_value_t = Config::default().snapshot_interval_entries)]
     snapshot_interval: u64,
     /// `Config::idle_polls`: how often each replica's core looks for work again before its
-    /// thread may sleep.
-    #[arg(long, default_value_t = 0)]
+    /// thread may sleep (0: never).
+    #[arg(long, default_value_t = Config::default().idle_polls)]
     idle_polls: u32,
     /// Dedup retention: how many writes' results each replica remembers.
     #[arg(long, default_value_t = Config::default().dedup_entries_max)]
     dedup_max: usize,
+    /// After the writes, leave the cluster idle this many seconds and print the CPU it used
+    /// meanwhile (heartbeats, ticks and any idle polling), as a share of one core.
+    #[arg(long, default_value_t = 0)]
+    idle_secs: u64,
 }
 
 fn main() {
@@ -182,8 +186,37 @@ async fn run(args: Args, runtimes: Vec<tokio::runtime::Handle>) -> Result<(), St
         "entries/append: {:.1} (mean over {appends} appends to secondaries)",
         m.append_batch_entries.sum() / appends as f64
     );
+    if args.idle_secs > 0 {
+        let (cpu0, t0) = (process_cpu_seconds()?, Instant::now());
+        // A measurement of idling, not a wait for a condition.
+        tokio::time::sleep(std::time::Duration::from_secs(args.idle_secs)).await;
+        let cpu = process_cpu_seconds()? - cpu0;
+        println!(
+            "idle cpu: {:.1}% of one core ({} replicas, {:.1} s)",
+            100.0 * cpu / t0.elapsed().as_secs_f64(),
+            args.members,
+            t0.elapsed().as_secs_f64()
+        );
+    }
     for n in &nodes {
         n.stop();
     }
     Ok(())
+}
+
+/// CPU time (user + system) this process has used, from `/proc/self/stat` (Linux).
+fn process_cpu_seconds() -> Result<f64, String> {
+    let stat = std::fs::read_to_string("/proc/self/stat").map_err(|e| e.to_string())?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks = |i: usize| -> Result<f64, String> {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .ok_or_else(|| format!("unexpected /proc/self/stat: {stat}"))
+    };
+    // Clock ticks per second: 100 on every Linux this runs on (USER_HZ).
+    Ok((ticks(11)? + ticks(12)?) / 100.0)
 }
