@@ -69,12 +69,14 @@ pub struct Config {
     /// Waking a sleeping thread costs microseconds (on a virtual machine, an inter-processor
     /// interrupt through the hypervisor), and a replica under load is idle only for the moment
     /// between one reply and the next request; polling through that moment keeps the thread
-    /// awake. Only a turn that carried replication traffic (a write, an append with entries, or
-    /// the reply to one) rearms the polls; timer ticks and heartbeats do not, so an idle replica
-    /// sleeps as it would without them. `NodeMetrics::idle_polls` counts what they spend.
-    /// Measured on two vCPUs (benches/README.md): three idle replicas in one process use 1.0% of
-    /// a core with 0 or 128; under load, 128 polls gave +35% writes/s in the in-process
-    /// benchmark and +30% purchases/s through HTTP. 0 turns polling off. Default 128.
+    /// awake. Only load rearms the polls — at least 4 writes waiting on a primary, an append of
+    /// at least 4 entries at a secondary — and a primary whose pipeline drains stops at once:
+    /// an idle replica, or one taking a write at a time, sleeps as it would without polling.
+    /// `NodeMetrics::idle_polls` counts what they spend. Measured on two vCPUs
+    /// (benches/README.md), three replicas in one process: idle, 1.0% of a core either way; at
+    /// 1,000 paced writes/s 8% (10% with 0); at 10,000/s 21% (13%); flat out, +31% writes/s in
+    /// the in-process benchmark and +37% purchases/s through HTTP. 0 turns polling off (a
+    /// machine where every core is spoken for at moderate load). Default 128.
     pub idle_polls: u32,
 }
 

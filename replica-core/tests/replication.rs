@@ -23,11 +23,54 @@ async fn thousand_writes_without_idle_polling_converge() {
     .await;
 }
 
-/// Idle polling follows traffic only: once the writes stop, ticks and heartbeats (five seconds
-/// of them) do not rearm it, and the replicas poll not once more.
+/// Total idle polls of the cluster's replicas so far.
+fn idle_polls(cluster: &Cluster) -> u64 {
+    cluster
+        .ids()
+        .iter()
+        .map(|id| {
+            let node = cluster.node(id).unwrap();
+            node.metrics()
+                .idle_polls
+                .load(std::sync::atomic::Ordering::Relaxed)
+        })
+        .sum()
+}
+
+/// Idle polling follows load only: 16 concurrent writers make the replicas poll, and once the
+/// writes stop, five (virtual) seconds of ticks and heartbeats add not one poll more.
 #[tokio::test(start_paused = true)]
 async fn idle_replicas_do_not_poll() {
     let cluster = Cluster::start_with(3, Config::default(), 9).await;
+    cluster.wait_in_sync(3).await;
+    let mut tasks = Vec::new();
+    for c in 0..16 {
+        let client = cluster.client(&format!("fe{c}"));
+        tasks.push(tokio::spawn(async move {
+            for i in 0..20 {
+                let _: Option<String> = client
+                    .write(&KvCommand::put(format!("k{c}-{i}"), "v"))
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // Virtual time: each sleep lets that much time's ticks and heartbeats happen.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let settled = idle_polls(&cluster);
+    assert!(settled > 0, "the concurrent writes were polled for");
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    assert_eq!(idle_polls(&cluster), settled, "no polls while idle");
+}
+
+/// One write at a time is light load: no replica polls for it (a primary with one write
+/// waiting, a secondary fed one entry per append, sleep as soon as they are done).
+#[tokio::test(start_paused = true)]
+async fn light_load_does_not_poll() {
+    let cluster = Cluster::start_with(3, Config::default(), 10).await;
     cluster.wait_in_sync(3).await;
     let client = cluster.client("fe");
     for i in 0..50 {
@@ -36,24 +79,7 @@ async fn idle_replicas_do_not_poll() {
             .await
             .unwrap();
     }
-    let polls = || {
-        cluster
-            .ids()
-            .iter()
-            .map(|id| {
-                let node = cluster.node(id).unwrap();
-                node.metrics()
-                    .idle_polls
-                    .load(std::sync::atomic::Ordering::Relaxed)
-            })
-            .sum::<u64>()
-    };
-    // Virtual time: each sleep lets that much time's ticks and heartbeats happen.
-    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-    let settled = polls();
-    assert!(settled > 0, "the writes were polled for");
-    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
-    assert_eq!(polls(), settled, "no polls while idle");
+    assert_eq!(idle_polls(&cluster), 0);
 }
 
 async fn thousand_writes(config: Config) {

@@ -75,6 +75,11 @@ struct Args {
     /// meanwhile (heartbeats, ticks and any idle polling), as a share of one core.
     #[arg(long, default_value_t = 0)]
     idle_secs: u64,
+    /// Pace the writes: each client waits for its turn on a schedule of RATE writes/s in all
+    /// (0: as fast as they are answered). With `cpu:` in the output, this shows what a
+    /// replica spends at a steady, moderate load rather than flat out.
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
 }
 
 fn main() {
@@ -152,16 +157,22 @@ async fn run(args: Args, runtimes: Vec<tokio::runtime::Handle>) -> Result<(), St
     let primary = nodes[0].clone();
 
     let next = Arc::new(AtomicU64::new(0));
-    let t0 = Instant::now();
+    let (t0, cpu0) = (Instant::now(), process_cpu_seconds()?);
     let mut tasks = Vec::new();
     for c in 0..args.clients {
         let (node, next, total) = (primary.clone(), next.clone(), args.ops);
+        // Write n is due at n / rate seconds after the start.
+        let (rate, start) = (args.rate, tokio::time::Instant::now());
         // On the primary's runtime, as clients in the same process would be.
         tasks.push(runtimes[0].spawn(async move {
             loop {
                 let n = next.fetch_add(1, Ordering::Relaxed);
                 if n >= total {
                     return Ok::<(), String>(());
+                }
+                if rate > 0 {
+                    let due = std::time::Duration::from_secs_f64(n as f64 / rate as f64);
+                    tokio::time::sleep_until(start + due).await;
                 }
                 let id = Uuid::from_u64_pair(c + 1, n);
                 node.write(id, &()).await.map_err(|e| e.to_string())?;
@@ -172,6 +183,7 @@ async fn run(args: Args, runtimes: Vec<tokio::runtime::Handle>) -> Result<(), St
         t.await.map_err(|e| e.to_string())??;
     }
     let elapsed = t0.elapsed();
+    let cpu = process_cpu_seconds()? - cpu0;
     let st = primary.status().await.map_err(|e| e.to_string())?;
     let per_sec = args.ops as f64 / elapsed.as_secs_f64();
     println!(
@@ -180,6 +192,11 @@ async fn run(args: Args, runtimes: Vec<tokio::runtime::Handle>) -> Result<(), St
     );
     println!("put/s: {:.0}", per_sec);
     println!("ns/op: {:.0}", elapsed.as_nanos() as f64 / args.ops as f64);
+    println!(
+        "cpu: {:.0}% of one core, {:.2} µs per write",
+        100.0 * cpu / elapsed.as_secs_f64(),
+        1e6 * cpu / args.ops as f64
+    );
     let m = primary.metrics();
     let appends = m.append_batch_entries.count().max(1);
     println!(

@@ -567,6 +567,17 @@ impl<S: StateMachine, R> Replica<S, R> {
         out
     }
 
+    /// Writes this primary holds that are not yet answered (0 on any other role): how deep its
+    /// pipeline is, the load signal the runtime polls by.
+    pub fn writes_waiting(&self) -> usize {
+        self.waiters.len() + self.late_waiters.len()
+    }
+
+    /// This replica's role now.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
     /// Current view of this replica.
     pub fn status(&self) -> Status {
         Status {
