@@ -227,26 +227,103 @@ pub struct DedupRecord {
     pub output: Bytes,
 }
 
-/// Records per chunk of a [`DedupRecords`]: 64 KiB of records, small enough that the allocator
-/// serves a chunk from its heap rather than mapping fresh pages for each.
+/// Records per chunk of a [`DedupRecords`].
 const DEDUP_CHUNK: usize = 1024;
 
-/// The dedup table's records, oldest first, held in shared chunks of 1,024.
+/// One record of a [`DedupRecords`], borrowed: its output stays in the chunk that holds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DedupRecordRef<'a> {
+    /// The request id.
+    pub id: Uuid,
+    /// Where the write sits in the log.
+    pub index: LogIndex,
+    /// Its Lamport stamp.
+    pub lamport: Lamport,
+    /// The postcard-encoded `StateMachine::Output` of its first execution.
+    pub output: &'a [u8],
+}
+
+impl DedupRecordRef<'_> {
+    /// An owned copy (the output copied out).
+    pub fn to_record(&self) -> DedupRecord {
+        DedupRecord {
+            id: self.id,
+            index: self.index,
+            lamport: self.lamport,
+            output: Bytes::copy_from_slice(self.output),
+        }
+    }
+}
+
+impl Serialize for DedupRecordRef<'_> {
+    /// Field for field what `DedupRecord`'s derived encoding writes.
+    fn serialize<Ser: serde::Serializer>(&self, s: Ser) -> Result<Ser::Ok, Ser::Error> {
+        use serde::ser::SerializeStruct;
+        struct Output<'a>(&'a [u8]);
+        impl Serialize for Output<'_> {
+            fn serialize<Ser: serde::Serializer>(&self, s: Ser) -> Result<Ser::Ok, Ser::Error> {
+                s.serialize_bytes(self.0)
+            }
+        }
+        let mut st = s.serialize_struct("DedupRecord", 4)?;
+        st.serialize_field("id", &self.id)?;
+        st.serialize_field("index", &self.index)?;
+        st.serialize_field("lamport", &self.lamport)?;
+        st.serialize_field("output", &Output(self.output))?;
+        st.end()
+    }
+}
+
+/// A record's fixed part; its output is `bytes[start..start + len]` of its chunk.
+#[derive(Clone, Copy)]
+struct Slot {
+    id: Uuid,
+    index: LogIndex,
+    lamport: Lamport,
+    start: usize,
+    len: usize,
+}
+
+/// Up to `DEDUP_CHUNK` records, their outputs back to back in one buffer.
+#[derive(Clone, Default)]
+struct Chunk {
+    slots: Vec<Slot>,
+    bytes: Vec<u8>,
+}
+
+impl Chunk {
+    fn get(&self, i: usize) -> Option<DedupRecordRef<'_>> {
+        let s = self.slots.get(i)?;
+        Some(DedupRecordRef {
+            id: s.id,
+            index: s.index,
+            lamport: s.lamport,
+            output: self.bytes.get(s.start..s.start + s.len)?,
+        })
+    }
+}
+
+/// The dedup table's records, oldest first, in shared chunks of 1,024.
 ///
 /// Why chunks: a snapshot holds the whole table (up to `Config::dedup_entries_max` records, 16 MB
 /// at the default). Copying it at every snapshot stalled the replica for milliseconds and held
 /// the table twice in memory; a clone of this type shares every full chunk and copies only the
 /// records of the chunk being filled (fewer than 1,024).
 ///
+/// Why outputs in a chunk buffer rather than one `Bytes` each: a record then has no drop glue,
+/// so evicting it touches no memory (dropping a `Bytes` read the oldest record, a cache miss
+/// per eviction per replica in a table larger than the cache), a whole chunk is freed in two
+/// deallocations, and a small output costs its length instead of an allocation of its own.
+///
 /// Encoded exactly as a `Vec<DedupRecord>` (a length, then the records), so the wire and disk
 /// formats do not depend on the chunking.
 #[derive(Clone, Default)]
 pub struct DedupRecords {
     /// Full chunks of exactly `DEDUP_CHUNK` records, shared with clones.
-    full: VecDeque<Arc<Vec<DedupRecord>>>,
+    full: VecDeque<Arc<Chunk>>,
     /// The chunk being filled (fewer than `DEDUP_CHUNK` records), owned: appending to it
     /// touches no reference count.
-    tail: Vec<DedupRecord>,
+    tail: Chunk,
     /// Records at the front of the first chunk (full, or the tail if there is none) that were
     /// evicted.
     skip: usize,
@@ -270,7 +347,7 @@ impl DedupRecords {
     }
 
     /// The `i`-th record, oldest first.
-    pub fn get(&self, i: usize) -> Option<&DedupRecord> {
+    pub fn get(&self, i: usize) -> Option<DedupRecordRef<'_>> {
         if i >= self.len {
             return None;
         }
@@ -282,32 +359,40 @@ impl DedupRecords {
     }
 
     /// The records, oldest first.
-    pub fn iter(&self) -> impl Iterator<Item = &DedupRecord> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = DedupRecordRef<'_>> + '_ {
         self.iter_from(0)
     }
 
     /// The records from the `i`-th on (skipping whole chunks, not record by record).
-    pub(crate) fn iter_from(&self, i: usize) -> impl Iterator<Item = &DedupRecord> + '_ {
+    pub(crate) fn iter_from(&self, i: usize) -> impl Iterator<Item = DedupRecordRef<'_>> + '_ {
         let i = i.min(self.len);
         let at = self.skip + i;
         let first = (at / DEDUP_CHUNK).min(self.full.len());
         self.full
             .range(first..)
-            .map(|c| c.as_slice())
-            .chain(std::iter::once(self.tail.as_slice()))
-            .flatten()
+            .map(|c| &**c)
+            .chain(std::iter::once(&self.tail))
+            .flat_map(|c| (0..c.slots.len()).filter_map(move |j| c.get(j)))
             .skip(at - first * DEDUP_CHUNK)
             .take(self.len - i)
     }
 
-    /// Append a record at the end.
-    pub fn push(&mut self, rec: DedupRecord) {
-        if self.tail.capacity() == 0 {
-            self.tail.reserve_exact(DEDUP_CHUNK);
+    /// Append a record at the end (its output is copied into the chunk).
+    pub fn push(&mut self, id: Uuid, index: LogIndex, lamport: Lamport, output: &[u8]) {
+        let tail = &mut self.tail;
+        if tail.slots.capacity() == 0 {
+            tail.slots.reserve_exact(DEDUP_CHUNK);
         }
-        self.tail.push(rec);
-        if self.tail.len() == DEDUP_CHUNK {
-            let chunk = std::mem::take(&mut self.tail);
+        tail.slots.push(Slot {
+            id,
+            index,
+            lamport,
+            start: tail.bytes.len(),
+            len: output.len(),
+        });
+        tail.bytes.extend_from_slice(output);
+        if tail.slots.len() == DEDUP_CHUNK {
+            let chunk = std::mem::take(tail);
             self.full.push_back(Arc::new(chunk));
         }
         self.len += 1;
@@ -324,7 +409,7 @@ impl DedupRecords {
         if self.len == 0 {
             // Whatever is left is evicted records.
             self.full.clear();
-            self.tail.clear();
+            self.tail = Chunk::default();
             self.skip = 0;
         } else if self.skip == DEDUP_CHUNK && !self.full.is_empty() {
             self.full.pop_front();
@@ -338,7 +423,7 @@ impl FromIterator<DedupRecord> for DedupRecords {
     fn from_iter<I: IntoIterator<Item = DedupRecord>>(iter: I) -> Self {
         let mut records = DedupRecords::new();
         for rec in iter {
-            records.push(rec);
+            records.push(rec.id, rec.index, rec.lamport, &rec.output);
         }
         records
     }
@@ -369,7 +454,7 @@ impl Serialize for DedupRecords {
         use serde::ser::SerializeSeq;
         let mut seq = s.serialize_seq(Some(self.len))?;
         for rec in self.iter() {
-            seq.serialize_element(rec)?;
+            seq.serialize_element(&rec)?;
         }
         seq.end()
     }
@@ -390,8 +475,8 @@ impl<'de> Deserialize<'de> for DedupRecords {
                 // No allocation from the announced length: it comes from outside. Chunks grow
                 // as records actually arrive.
                 let mut records = DedupRecords::new();
-                while let Some(rec) = seq.next_element()? {
-                    records.push(rec);
+                while let Some(rec) = seq.next_element::<DedupRecord>()? {
+                    records.push(rec.id, rec.index, rec.lamport, &rec.output);
                 }
                 Ok(records)
             }
@@ -468,8 +553,13 @@ mod tests {
             id: Uuid::from_u64_pair(7, n),
             index: n,
             lamport: n + 1,
-            output: Bytes::from(n.to_le_bytes().to_vec()),
+            // Outputs of 0 to 8 bytes: empty ones too.
+            output: Bytes::from(n.to_le_bytes()[..(n % 9) as usize].to_vec()),
         }
+    }
+
+    fn owned(records: &DedupRecords) -> Vec<DedupRecord> {
+        records.iter().map(|r| r.to_record()).collect()
     }
 
     /// Pushes, evictions and clones across chunk boundaries, against a `VecDeque` model: every
@@ -485,7 +575,8 @@ mod tests {
         for step in 0..12_000u64 {
             match rng.below(10) {
                 0..=5 => {
-                    records.push(rec(next));
+                    let r = rec(next);
+                    records.push(r.id, r.index, r.lamport, &r.output);
                     model.push_back(rec(next));
                     next += 1;
                 }
@@ -500,12 +591,19 @@ mod tests {
             }
             assert_eq!(records.len(), model.len());
             let probe = rng.below(model.len() as u64 + 2) as usize;
-            assert_eq!(records.get(probe), model.get(probe), "step {step}");
-            assert!(records.iter_from(probe).eq(model.iter().skip(probe)));
+            assert_eq!(
+                records.get(probe).map(|r| r.to_record()).as_ref(),
+                model.get(probe),
+                "step {step}"
+            );
+            assert!(records
+                .iter_from(probe)
+                .map(|r| r.to_record())
+                .eq(model.iter().skip(probe).cloned()));
         }
         assert!(frozen.len() > 50, "the run took clones");
         for (clone, want) in &frozen {
-            assert!(clone.iter().eq(want.iter()));
+            assert_eq!(&owned(clone), want);
             let bytes = postcard::to_allocvec(clone).unwrap();
             assert_eq!(bytes, postcard::to_allocvec(want).unwrap());
             let back: DedupRecords = postcard::from_bytes(&bytes).unwrap();
@@ -519,7 +617,7 @@ mod tests {
         let want: Vec<DedupRecord> = (0..2500).map(rec).collect();
         let bytes = postcard::to_allocvec(&want).unwrap();
         let got: DedupRecords = postcard::from_bytes(&bytes).unwrap();
-        assert!(got.iter().eq(want.iter()));
+        assert_eq!(owned(&got), want);
         assert_eq!(got, DedupRecords::from(want));
         // A length that promises more than the input holds is an error, not an allocation.
         let mut lying = bytes.clone();

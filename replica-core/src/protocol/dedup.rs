@@ -9,7 +9,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use uuid::Uuid;
 
-use crate::types::{DedupRecord, DedupRecords};
+use crate::types::{DedupRecordRef, DedupRecords};
 
 /// Hashes UUIDs: one multiply per word, then the murmur3 64-bit finalizer so that every input
 /// bit reaches the low bits hashbrown indexes by. Request ids come from authenticated front ends,
@@ -110,12 +110,12 @@ impl DedupTable {
         self.first_seq + self.records.len() as u64
     }
 
-    fn at(&self, seq: u64) -> Option<&DedupRecord> {
+    fn at(&self, seq: u64) -> Option<DedupRecordRef<'_>> {
         let offset = usize::try_from(seq.checked_sub(self.first_seq)?).ok()?;
         self.records.get(offset)
     }
 
-    pub(crate) fn get(&self, id: &Uuid) -> Option<&DedupRecord> {
+    pub(crate) fn get(&self, id: &Uuid) -> Option<DedupRecordRef<'_>> {
         if let Some(&seq) = self.map.get(id) {
             // An evicted record's slot may linger in the map (see `purge_evicted`).
             if let Some(rec) = self.at(seq) {
@@ -127,8 +127,9 @@ impl DedupTable {
         self.records.iter_from(skip).find(|r| r.id == *id)
     }
 
-    /// Remember a result. A second insert of an id still held keeps the first result.
-    pub(crate) fn insert(&mut self, rec: DedupRecord) {
+    /// Remember a result (the output is copied into the table). A second insert of an id
+    /// still held keeps the first result.
+    pub(crate) fn insert(&mut self, rec: DedupRecordRef<'_>) {
         if self.max == 0 {
             return;
         }
@@ -136,12 +137,14 @@ impl DedupTable {
             if !self.index(rec.id, self.end_seq()) {
                 return;
             }
-            self.records.push(rec);
+            self.records
+                .push(rec.id, rec.index, rec.lamport, rec.output);
             self.unindexed_from = self.end_seq();
         } else {
             // The primary never appends an id it still remembers, so a duplicate here means a
             // broken log; `index_all` keeps the first record for it, like the eager path.
-            self.records.push(rec);
+            self.records
+                .push(rec.id, rec.index, rec.lamport, rec.output);
         }
         while self.records.len() > self.max {
             // The map keeps the evicted id's slot for now: removing it here would cost a
@@ -225,7 +228,23 @@ mod tests {
     use std::collections::VecDeque;
 
     use super::*;
+    use crate::types::DedupRecord;
     use bytes::Bytes;
+
+    impl DedupTable {
+        fn put(&mut self, rec: DedupRecord) {
+            self.insert(DedupRecordRef {
+                id: rec.id,
+                index: rec.index,
+                lamport: rec.lamport,
+                output: &rec.output,
+            });
+        }
+
+        fn find(&self, id: &Uuid) -> Option<DedupRecord> {
+            self.get(id).map(|r| r.to_record())
+        }
+    }
 
     fn rec(n: u128) -> DedupRecord {
         DedupRecord {
@@ -271,38 +290,38 @@ mod tests {
                 *step += 1;
             };
             maybe_index(&mut t, &mut step);
-            t.insert(rec(1));
+            t.put(rec(1));
             maybe_index(&mut t, &mut step);
             let mut again = rec(1);
             again.output = Bytes::from_static(b"other");
-            t.insert(again);
+            t.put(again);
             assert_eq!(
-                t.get(&Uuid::from_u128(1)),
-                Some(&rec(1)),
+                t.find(&Uuid::from_u128(1)),
+                Some(rec(1)),
                 "first result wins (indexed at step {index_at})"
             );
             for n in 2..=4 {
                 maybe_index(&mut t, &mut step);
-                t.insert(rec(n));
+                t.put(rec(n));
             }
             assert_eq!(t.len(), 3);
             assert!(
-                t.get(&Uuid::from_u128(1)).is_none(),
+                t.find(&Uuid::from_u128(1)).is_none(),
                 "oldest evicted past the bound"
             );
             assert_eq!(t.share(), DedupRecords::from(vec![rec(2), rec(3), rec(4)]));
             // Lookups still find the survivors once the front of the ring has moved on.
             for n in 5..=9 {
                 maybe_index(&mut t, &mut step);
-                t.insert(rec(n));
+                t.put(rec(n));
             }
             for n in 7..=9 {
-                assert_eq!(t.get(&Uuid::from_u128(n)), Some(&rec(n)), "step {index_at}");
+                assert_eq!(t.find(&Uuid::from_u128(n)), Some(rec(n)), "step {index_at}");
             }
-            assert!(t.get(&Uuid::from_u128(6)).is_none());
+            assert!(t.find(&Uuid::from_u128(6)).is_none());
             t.index_all();
             for n in 7..=9 {
-                assert_eq!(t.get(&Uuid::from_u128(n)), Some(&rec(n)), "step {index_at}");
+                assert_eq!(t.find(&Uuid::from_u128(n)), Some(rec(n)), "step {index_at}");
             }
             assert!(
                 t.map.len() <= 6,
@@ -311,8 +330,8 @@ mod tests {
             // An evicted id is new again: its stale slot gives way to the new record.
             let mut back = rec(2);
             back.index = 99;
-            t.insert(back.clone());
-            assert_eq!(t.get(&Uuid::from_u128(2)), Some(&back), "step {index_at}");
+            t.put(back.clone());
+            assert_eq!(t.find(&Uuid::from_u128(2)), Some(back), "step {index_at}");
             let mut u = DedupTable::new(3);
             u.restore(t.share());
             assert_eq!(u.share(), t.share());
@@ -349,14 +368,14 @@ mod tests {
                         model.pop_front();
                     }
                 }
-                t.insert(r);
+                t.put(r);
                 assert!(t.map.len() <= 2 * max, "max {max} step {step}");
                 assert_eq!(t.len(), model.len());
                 for probe in 0..(3 * max as u128 + 5) {
                     let want = model.iter().find(|m| m.id == Uuid::from_u128(probe));
                     assert_eq!(
-                        t.get(&Uuid::from_u128(probe)),
-                        want,
+                        t.find(&Uuid::from_u128(probe)),
+                        want.cloned(),
                         "max {max} step {step} id {probe}"
                     );
                 }
@@ -369,19 +388,19 @@ mod tests {
     fn late_index_finds_everything_held() {
         let mut t = DedupTable::new(1000);
         for n in 0..2500 {
-            t.insert(rec(n));
+            t.put(rec(n));
         }
         t.index_all();
         assert!(t.map.len() >= 1000 && t.map.len() <= 2000);
         for n in 1500..2500 {
-            assert_eq!(t.get(&Uuid::from_u128(n)), Some(&rec(n)));
+            assert_eq!(t.find(&Uuid::from_u128(n)), Some(rec(n)));
         }
-        assert!(t.get(&Uuid::from_u128(1499)).is_none());
+        assert!(t.find(&Uuid::from_u128(1499)).is_none());
         for n in 2500..3000 {
-            t.insert(rec(n));
+            t.put(rec(n));
         }
         assert!(t.map.len() <= 2000, "evicted slots are purged");
-        assert!(t.get(&Uuid::from_u128(1999)).is_none());
-        assert_eq!(t.get(&Uuid::from_u128(2999)), Some(&rec(2999)));
+        assert!(t.find(&Uuid::from_u128(1999)).is_none());
+        assert_eq!(t.find(&Uuid::from_u128(2999)), Some(rec(2999)));
     }
 }

@@ -24,13 +24,13 @@ use uuid::Uuid;
 
 use crate::config::Config;
 use crate::message::{
-    self, Body, Message, ReadError, ReadOk, ServiceEntry, ServiceKind, WriteError,
+    self, Body, Message, ReadError, ReadOk, ServiceEntry, ServiceKind, WriteError, Written,
 };
 use crate::rng::Rng;
 use crate::state_machine::{SnapshotError, StateMachine};
 use crate::storage::{Recovered, StoreOp};
 use crate::types::{
-    ClusterConfig, DedupRecord, Entry, Epoch, HardState, Lamport, LogIndex, LogPos, NodeId,
+    ClusterConfig, DedupRecordRef, Entry, Epoch, HardState, Lamport, LogIndex, LogPos, NodeId,
     Payload, Role, Snapshot,
 };
 
@@ -1100,17 +1100,20 @@ impl<S: StateMachine, R> Replica<S, R> {
             };
             self.applied = pos;
             if let Some(output) = output {
-                let rec = DedupRecord {
+                self.dedup.insert(DedupRecordRef {
                     id,
                     index: pos.index,
                     lamport: pos.lamport,
-                    output,
-                };
+                    output: &output,
+                });
                 if self.role == Role::Primary {
                     self.pending_ids.remove(&id);
-                    self.answer_waiters(&rec);
+                    self.answer_waiters(Written {
+                        index: pos.index,
+                        lamport: pos.lamport,
+                        output,
+                    });
                 }
-                self.dedup.insert(rec);
             }
         }
         self.maybe_snapshot();

@@ -5,10 +5,12 @@
 
 use std::collections::BTreeSet;
 
+use bytes::Bytes;
+
 use super::{config_id, Event, Output, Replica};
 use crate::message::{self, Append, AppendReply, Body, Message, WriteError, WriteRequest, Written};
 use crate::state_machine::StateMachine;
-use crate::types::{ClusterConfig, DedupRecord, Entry, Epoch, LogIndex, NodeId, Payload, Role};
+use crate::types::{ClusterConfig, DedupRecordRef, Entry, Epoch, LogIndex, NodeId, Payload, Role};
 
 /// Replication progress of one secondary, as the primary tracks it.
 #[derive(Clone, Debug)]
@@ -237,20 +239,30 @@ impl<S: StateMachine, R> Replica<S, R> {
         self.append_local(entry);
     }
 
-    /// Answer the clients waiting on a just-applied write.
-    pub(super) fn answer_waiters(&mut self, rec: &DedupRecord) {
+    /// Answer the clients waiting on a just-applied write. The output moves into the first
+    /// attempt's reply (no copy) unless a retry joined it.
+    pub(super) fn answer_waiters(&mut self, written: Written) {
+        let applied = written.index;
+        let retried = self.late_waiters.iter().any(|(i, _)| *i == applied);
+        // With retries waiting too, the first attempt gets a copy and they share the rest.
+        let (mut first, for_retries) = if retried {
+            (Some(written.clone()), Some(written))
+        } else {
+            (Some(written), None)
+        };
         while let Some(&(index, _)) = self.waiters.front() {
-            if index > rec.index {
+            if index > applied {
                 break;
             }
             let Some((index, reply)) = self.waiters.pop_front() else {
                 break;
             };
-            let body = if index == rec.index {
-                Body::WriteReply(Ok(written(rec)))
-            } else {
-                // Unreachable: every waiter's index holds a command, applied in order.
-                Body::WriteReply(Err(WriteError::NotPrimary { hint: None }))
+            let body = match first.take() {
+                Some(w) if index == applied => Body::WriteReply(Ok(w)),
+                _ => {
+                    // Unreachable: every waiter's index holds a command, applied in order.
+                    Body::WriteReply(Err(WriteError::NotPrimary { hint: None }))
+                }
             };
             let msg = self.msg(body);
             self.outputs.push(Output::Respond { reply, msg });
@@ -259,11 +271,11 @@ impl<S: StateMachine, R> Replica<S, R> {
             let (now, later): (Vec<_>, Vec<_>) = self
                 .late_waiters
                 .drain(..)
-                .partition(|(i, _)| *i <= rec.index);
+                .partition(|(i, _)| *i <= applied);
             self.late_waiters = later;
             for (index, reply) in now {
-                let body = if index == rec.index {
-                    Body::WriteReply(Ok(written(rec)))
+                let body = if let (true, Some(w)) = (index == applied, &for_retries) {
+                    Body::WriteReply(Ok(w.clone()))
                 } else {
                     // Its entry was applied earlier under another id: cannot happen for ids
                     // registered in `pending_ids`, but never leave a client hanging.
@@ -567,10 +579,11 @@ impl<S: StateMachine, R> Replica<S, R> {
     }
 }
 
-fn written(rec: &DedupRecord) -> Written {
+/// A remembered result, as a reply carries it (the output copied out of the table).
+fn written(rec: DedupRecordRef<'_>) -> Written {
     Written {
         index: rec.index,
         lamport: rec.lamport,
-        output: rec.output.clone(),
+        output: Bytes::copy_from_slice(rec.output),
     }
 }
