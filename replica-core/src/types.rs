@@ -214,7 +214,9 @@ impl Entry {
     }
 }
 
-/// What the dedup table remembers about an applied write.
+/// What the dedup table remembers about an applied write, owned: the form a snapshot's table
+/// is encoded in, record by record. The table itself keeps records packed in chunks
+/// ([`DedupRecords`]) and lends them out as [`DedupRecordRef`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DedupRecord {
     /// The request id.
