@@ -9,7 +9,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use uuid::Uuid;
 
-use crate::types::{DedupRecordRef, DedupRecords};
+use crate::types::{DedupRecordRef, DedupRecords, LogIndex};
 
 /// Hashes UUIDs: one multiply per word, then the murmur3 64-bit finalizer so that every input
 /// bit reaches the low bits hashbrown indexes by. Request ids come from authenticated front ends,
@@ -58,6 +58,20 @@ impl Hasher for IdHasher {
     }
 }
 
+/// Marks a map value as a pending write's log index rather than a record's sequence number.
+const PENDING: u64 = 1 << 63;
+
+/// What a [`DedupTable`] knows of an id.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Lookup<'a> {
+    /// Applied: its first result.
+    Applied(DedupRecordRef<'a>),
+    /// Appended at this log index, not applied yet.
+    Pending(LogIndex),
+    /// Neither (or evicted).
+    Unknown,
+}
+
 /// A `HashMap` keyed by request id.
 pub(crate) type IdMap<V> = HashMap<Uuid, V, BuildHasherDefault<IdHasher>>;
 
@@ -81,10 +95,13 @@ pub(crate) type IdMap<V> = HashMap<Uuid, V, BuildHasherDefault<IdHasher>>;
 /// cost on the primary.
 #[derive(Debug)]
 pub(crate) struct DedupTable {
-    /// Id → sequence number of its first record, for the records before `unindexed_from`.
+    /// Id → sequence number of its first record, for the records before `unindexed_from`; or,
+    /// on a primary, id → `PENDING | log index` for a write appended and not yet applied.
     map: IdMap<u64>,
     /// Records in apply order, oldest first: the eviction order.
     records: DedupRecords,
+    /// Pending marks in `map`.
+    pending: usize,
     /// Sequence number of `records[0]`.
     first_seq: u64,
     /// Records from this sequence number on are not in `map`.
@@ -99,6 +116,7 @@ impl DedupTable {
         DedupTable {
             map: IdMap::default(),
             records: DedupRecords::new(),
+            pending: 0,
             first_seq: 0,
             unindexed_from: 0,
             eager: false,
@@ -115,22 +133,71 @@ impl DedupTable {
         self.records.get(offset)
     }
 
+    /// The first result of `id`, if it is held (a write only pending has none yet).
     pub(crate) fn get(&self, id: &Uuid) -> Option<DedupRecordRef<'_>> {
-        if let Some(&seq) = self.map.get(id) {
+        match self.lookup(id) {
+            Lookup::Applied(rec) => Some(rec),
+            Lookup::Pending(_) | Lookup::Unknown => None,
+        }
+    }
+
+    /// What the table knows of `id`: its first result, the log index it is pending at, or
+    /// nothing. One probe of the map on an indexed table.
+    pub(crate) fn lookup(&self, id: &Uuid) -> Lookup<'_> {
+        if let Some(&v) = self.map.get(id) {
+            if v & PENDING != 0 {
+                return Lookup::Pending(v & !PENDING);
+            }
             // An evicted record's slot may linger in the map (see `purge_evicted`).
-            if let Some(rec) = self.at(seq) {
-                return Some(rec);
+            if let Some(rec) = self.at(v) {
+                return Lookup::Applied(rec);
             }
         }
         // Not indexed yet (a table that was never primary's): the slow path.
-        let skip = usize::try_from(self.unindexed_from.saturating_sub(self.first_seq)).ok()?;
-        self.records.iter_from(skip).find(|r| r.id == *id)
+        let Ok(skip) = usize::try_from(self.unindexed_from.saturating_sub(self.first_seq)) else {
+            return Lookup::Unknown;
+        };
+        match self.records.iter_from(skip).find(|r| r.id == *id) {
+            Some(rec) => Lookup::Applied(rec),
+            None => Lookup::Unknown,
+        }
+    }
+
+    /// Mark `id` as appended at `index` and not yet applied, so that a retry joins it instead
+    /// of executing again; applying its record replaces the mark. An id whose result is still
+    /// held keeps it (the first result wins). Only an indexed table (a primary's) keeps marks.
+    pub(crate) fn mark_pending(&mut self, id: Uuid, index: LogIndex) {
+        let first_seq = self.first_seq;
+        match self.map.entry(id) {
+            Entry::Occupied(o) if *o.get() & PENDING == 0 && *o.get() >= first_seq => {}
+            Entry::Occupied(mut o) => {
+                if o.insert(PENDING | index) & PENDING == 0 {
+                    self.pending += 1;
+                }
+            }
+            Entry::Vacant(v) => {
+                v.insert(PENDING | index);
+                self.pending += 1;
+            }
+        }
+    }
+
+    /// Forget every pending mark (this replica is leaving office: what it appended may be
+    /// replaced, and the next primary tracks its own).
+    pub(crate) fn clear_pending(&mut self) {
+        self.map.retain(|_, v| *v & PENDING == 0);
+        self.pending = 0;
     }
 
     /// Remember a result (the output is copied into the table). A second insert of an id
     /// still held keeps the first result.
     pub(crate) fn insert(&mut self, rec: DedupRecordRef<'_>) {
         if self.max == 0 {
+            // Nothing is remembered; only a pending mark to take back.
+            if self.map.get(&rec.id).is_some_and(|v| *v & PENDING != 0) {
+                self.map.remove(&rec.id);
+                self.pending -= 1;
+            }
             return;
         }
         if self.eager {
@@ -158,13 +225,15 @@ impl DedupTable {
     }
 
     /// Point `id` at `seq` unless it already names a record still held (the first one wins).
-    /// A slot left by an evicted record counts as free: its id is new again. Returns whether
-    /// `id` now points at `seq`.
+    /// A slot left by an evicted record counts as free: its id is new again, and a pending mark
+    /// gives way to the record. Returns whether `id` now points at `seq`.
     fn index(&mut self, id: Uuid, seq: u64) -> bool {
         match self.map.entry(id) {
-            Entry::Occupied(o) if *o.get() >= self.first_seq => false,
+            Entry::Occupied(o) if *o.get() & PENDING == 0 && *o.get() >= self.first_seq => false,
             Entry::Occupied(mut o) => {
-                o.insert(seq);
+                if o.insert(seq) & PENDING != 0 {
+                    self.pending -= 1;
+                }
                 true
             }
             Entry::Vacant(v) => {
@@ -179,9 +248,10 @@ impl DedupTable {
     /// harmless meanwhile — a slot whose sequence number is before `first_seq` answers nothing
     /// and is overwritten when its id comes back — but the map may hold up to twice `max` ids.
     fn purge_evicted(&mut self) {
-        if self.map.len() > 2 * self.max.max(1) {
+        if self.map.len().saturating_sub(self.pending) > 2 * self.max.max(1) {
             let first = self.first_seq;
-            self.map.retain(|_, seq| *seq >= first);
+            // Pending marks have the top bit set: they stay.
+            self.map.retain(|_, v| *v >= first);
         }
     }
 
@@ -210,6 +280,7 @@ impl DedupTable {
             records.pop_front();
         }
         self.map.clear();
+        self.pending = 0;
         self.records = records;
         self.first_seq = 0;
         self.unindexed_from = 0;
@@ -381,6 +452,51 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Pending marks: a retry finds the index it waits on; applying replaces the mark with the
+    /// record; a held result is never replaced by a mark; leaving office drops only marks;
+    /// marks neither trigger nor suffer the purge of evicted slots; a table that remembers
+    /// nothing takes its marks back.
+    #[test]
+    fn pending_marks_give_way_to_records() {
+        let mut t = DedupTable::new(4);
+        t.index_all();
+        t.mark_pending(Uuid::from_u128(1), 10);
+        assert_eq!(t.lookup(&Uuid::from_u128(1)), Lookup::Pending(10));
+        assert_eq!(
+            t.find(&Uuid::from_u128(1)),
+            None,
+            "pending has no result yet"
+        );
+        t.put(rec(1));
+        assert_eq!(t.find(&Uuid::from_u128(1)), Some(rec(1)));
+        assert_eq!(t.pending, 0);
+        // A held result wins over a mark (a duplicate id in a new primary's unapplied suffix).
+        t.mark_pending(Uuid::from_u128(1), 11);
+        assert_eq!(t.find(&Uuid::from_u128(1)), Some(rec(1)));
+        // Many marks on a small table: no purge sweeps them, none is lost.
+        for n in 100..200 {
+            t.mark_pending(Uuid::from_u128(n), n as u64);
+        }
+        for n in 2..=9 {
+            t.put(rec(n));
+        }
+        assert_eq!(t.pending, 100);
+        for n in 100..200 {
+            assert_eq!(t.lookup(&Uuid::from_u128(n)), Lookup::Pending(n as u64));
+        }
+        assert!(t.map.len() <= 100 + 2 * 4);
+        t.clear_pending();
+        assert_eq!(t.pending, 0);
+        assert_eq!(t.lookup(&Uuid::from_u128(150)), Lookup::Unknown);
+        assert_eq!(t.find(&Uuid::from_u128(9)), Some(rec(9)), "records stay");
+
+        let mut none = DedupTable::new(0);
+        none.index_all();
+        none.mark_pending(Uuid::from_u128(5), 1);
+        none.put(rec(5));
+        assert!(none.map.is_empty() && none.pending == 0);
     }
 
     /// A secondary that takes office with a full, never-indexed table finds every id in it.

@@ -34,7 +34,7 @@ use crate::types::{
     Payload, Role, Snapshot,
 };
 
-use dedup::{DedupTable, IdMap};
+use dedup::DedupTable;
 use election::Election;
 use log::Log;
 use membership::Services;
@@ -353,8 +353,6 @@ pub struct Replica<S: StateMachine, R> {
     waiters: VecDeque<(LogIndex, R)>,
     /// Retries of ids still in flight, waiting on an earlier index.
     late_waiters: Vec<(LogIndex, R)>,
-    /// Ids of entries appended but not yet applied, so a retry joins the first attempt.
-    pending_ids: IdMap<LogIndex>,
 
     // --- candidate
     election: Option<Election>,
@@ -481,7 +479,6 @@ impl<S: StateMachine, R> Replica<S, R> {
             followers: BTreeMap::new(),
             waiters: VecDeque::new(),
             late_waiters: Vec::new(),
-            pending_ids: IdMap::default(),
             election: None,
             pending_office: None,
             bootstrapping: false,
@@ -1107,7 +1104,6 @@ impl<S: StateMachine, R> Replica<S, R> {
                     output: &output,
                 });
                 if self.role == Role::Primary {
-                    self.pending_ids.remove(&id);
                     self.answer_waiters(Written {
                         index: pos.index,
                         lamport: pos.lamport,

@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 
 use bytes::Bytes;
 
+use super::dedup::Lookup;
 use super::{config_id, Event, Output, Replica};
 use crate::message::{self, Append, AppendReply, Body, Message, WriteError, WriteRequest, Written};
 use crate::state_machine::StateMachine;
@@ -136,12 +137,15 @@ impl<S: StateMachine, R> Replica<S, R> {
         self.dedup.index_all();
         // Entries we hold but have not applied may be retried by their clients: let the retries
         // join them instead of executing twice.
-        self.pending_ids = self
+        for (id, index) in self
             .log
             .iter_after(self.applied.index)
             .filter(|e| matches!(e.payload, Payload::Command(_)))
             .map(|e| (e.id, e.index))
-            .collect();
+            .collect::<Vec<_>>()
+        {
+            self.dedup.mark_pending(id, index);
+        }
         in_sync.insert(self.id.clone());
         self.append_config(in_sync);
         self.event(Event::RoleChanged {
@@ -176,7 +180,7 @@ impl<S: StateMachine, R> Replica<S, R> {
             );
         }
         self.followers.clear();
-        self.pending_ids.clear();
+        self.dedup.clear_pending();
     }
 
     /// Append a configuration entry with the given in-sync set.
@@ -207,16 +211,19 @@ impl<S: StateMachine, R> Replica<S, R> {
             );
             return;
         }
-        // Already applied: return the first result.
-        if let Some(rec) = self.dedup.get(&w.id) {
-            let written = written(rec);
-            self.respond(reply, Body::WriteReply(Ok(written)));
-            return;
-        }
-        // In the log, not yet committed: wait for the first attempt.
-        if let Some(&index) = self.pending_ids.get(&w.id) {
-            self.late_waiters.push((index, reply));
-            return;
+        match self.dedup.lookup(&w.id) {
+            // Already applied: return the first result.
+            Lookup::Applied(rec) => {
+                let written = written(rec);
+                self.respond(reply, Body::WriteReply(Ok(written)));
+                return;
+            }
+            // In the log, not yet committed: wait for the first attempt.
+            Lookup::Pending(index) => {
+                self.late_waiters.push((index, reply));
+                return;
+            }
+            Lookup::Unknown => {}
         }
         if self.waiters.len() >= self.cfg.pending_writes_max {
             self.respond(reply, Body::WriteReply(Err(WriteError::Overloaded)));
@@ -234,7 +241,7 @@ impl<S: StateMachine, R> Replica<S, R> {
             id: w.id,
             payload: Payload::Command(w.command),
         };
-        self.pending_ids.insert(entry.id, entry.index);
+        self.dedup.mark_pending(entry.id, entry.index);
         self.waiters.push_back((entry.index, reply));
         self.append_local(entry);
     }
@@ -278,7 +285,7 @@ impl<S: StateMachine, R> Replica<S, R> {
                     Body::WriteReply(Ok(w.clone()))
                 } else {
                     // Its entry was applied earlier under another id: cannot happen for ids
-                    // registered in `pending_ids`, but never leave a client hanging.
+                    // marked pending, but never leave a client hanging.
                     match self.dedup_written_at(index) {
                         Some(w) => Body::WriteReply(Ok(w)),
                         None => Body::WriteReply(Err(WriteError::NotPrimary { hint: None })),
