@@ -229,6 +229,18 @@ pub struct DedupRecord {
     pub output: Bytes,
 }
 
+impl DedupRecord {
+    /// This record, borrowed, as the dedup table takes and lends records.
+    pub fn as_ref(&self) -> DedupRecordRef<'_> {
+        DedupRecordRef {
+            id: self.id,
+            index: self.index,
+            lamport: self.lamport,
+            output: &self.output,
+        }
+    }
+}
+
 /// Records per chunk of a [`DedupRecords`].
 const DEDUP_CHUNK: usize = 1024;
 
@@ -380,19 +392,19 @@ impl DedupRecords {
     }
 
     /// Append a record at the end (its output is copied into the chunk).
-    pub fn push(&mut self, id: Uuid, index: LogIndex, lamport: Lamport, output: &[u8]) {
+    pub fn push(&mut self, rec: DedupRecordRef<'_>) {
         let tail = &mut self.tail;
         if tail.slots.capacity() == 0 {
             tail.slots.reserve_exact(DEDUP_CHUNK);
         }
         tail.slots.push(Slot {
-            id,
-            index,
-            lamport,
+            id: rec.id,
+            index: rec.index,
+            lamport: rec.lamport,
             start: tail.bytes.len(),
-            len: output.len(),
+            len: rec.output.len(),
         });
-        tail.bytes.extend_from_slice(output);
+        tail.bytes.extend_from_slice(rec.output);
         if tail.slots.len() == DEDUP_CHUNK {
             let chunk = std::mem::take(tail);
             self.full.push_back(Arc::new(chunk));
@@ -425,7 +437,7 @@ impl FromIterator<DedupRecord> for DedupRecords {
     fn from_iter<I: IntoIterator<Item = DedupRecord>>(iter: I) -> Self {
         let mut records = DedupRecords::new();
         for rec in iter {
-            records.push(rec.id, rec.index, rec.lamport, &rec.output);
+            records.push(rec.as_ref());
         }
         records
     }
@@ -478,7 +490,7 @@ impl<'de> Deserialize<'de> for DedupRecords {
                 // as records actually arrive.
                 let mut records = DedupRecords::new();
                 while let Some(rec) = seq.next_element::<DedupRecord>()? {
-                    records.push(rec.id, rec.index, rec.lamport, &rec.output);
+                    records.push(rec.as_ref());
                 }
                 Ok(records)
             }
@@ -578,7 +590,7 @@ mod tests {
             match rng.below(10) {
                 0..=5 => {
                     let r = rec(next);
-                    records.push(r.id, r.index, r.lamport, &r.output);
+                    records.push(r.as_ref());
                     model.push_back(rec(next));
                     next += 1;
                 }

@@ -61,6 +61,11 @@ impl Hasher for IdHasher {
 /// Marks a map value as a pending write's log index rather than a record's sequence number.
 const PENDING: u64 = 1 << 63;
 
+/// Whether a map value names a record still held: not a pending mark, not an evicted slot.
+fn holds_record(value: u64, first_seq: u64) -> bool {
+    value & PENDING == 0 && value >= first_seq
+}
+
 /// What a [`DedupTable`] knows of an id.
 #[derive(Debug, PartialEq)]
 pub(crate) enum Lookup<'a> {
@@ -169,7 +174,7 @@ impl DedupTable {
     pub(crate) fn mark_pending(&mut self, id: Uuid, index: LogIndex) {
         let first_seq = self.first_seq;
         match self.map.entry(id) {
-            Entry::Occupied(o) if *o.get() & PENDING == 0 && *o.get() >= first_seq => {}
+            Entry::Occupied(o) if holds_record(*o.get(), first_seq) => {}
             Entry::Occupied(mut o) => {
                 if o.insert(PENDING | index) & PENDING == 0 {
                     self.pending += 1;
@@ -200,18 +205,15 @@ impl DedupTable {
             }
             return;
         }
+        // Unindexed, a duplicate is kept: the primary never appends an id it still remembers,
+        // so one here means a broken log, and `index_all` keeps the first record for it, like
+        // the indexed path.
+        if self.eager && !self.index(rec.id, self.end_seq()) {
+            return;
+        }
+        self.records.push(rec);
         if self.eager {
-            if !self.index(rec.id, self.end_seq()) {
-                return;
-            }
-            self.records
-                .push(rec.id, rec.index, rec.lamport, rec.output);
             self.unindexed_from = self.end_seq();
-        } else {
-            // The primary never appends an id it still remembers, so a duplicate here means a
-            // broken log; `index_all` keeps the first record for it, like the eager path.
-            self.records
-                .push(rec.id, rec.index, rec.lamport, rec.output);
         }
         while self.records.len() > self.max {
             // The map keeps the evicted id's slot for now: removing it here would cost a
@@ -229,7 +231,7 @@ impl DedupTable {
     /// gives way to the record. Returns whether `id` now points at `seq`.
     fn index(&mut self, id: Uuid, seq: u64) -> bool {
         match self.map.entry(id) {
-            Entry::Occupied(o) if *o.get() & PENDING == 0 && *o.get() >= self.first_seq => false,
+            Entry::Occupied(o) if holds_record(*o.get(), self.first_seq) => false,
             Entry::Occupied(mut o) => {
                 if o.insert(seq) & PENDING != 0 {
                     self.pending -= 1;
@@ -304,12 +306,7 @@ mod tests {
 
     impl DedupTable {
         fn put(&mut self, rec: DedupRecord) {
-            self.insert(DedupRecordRef {
-                id: rec.id,
-                index: rec.index,
-                lamport: rec.lamport,
-                output: &rec.output,
-            });
+            self.insert(rec.as_ref());
         }
 
         fn find(&self, id: &Uuid) -> Option<DedupRecord> {

@@ -137,14 +137,10 @@ impl<S: StateMachine, R> Replica<S, R> {
         self.dedup.index_all();
         // Entries we hold but have not applied may be retried by their clients: let the retries
         // join them instead of executing twice.
-        for (id, index) in self
-            .log
-            .iter_after(self.applied.index)
-            .filter(|e| matches!(e.payload, Payload::Command(_)))
-            .map(|e| (e.id, e.index))
-            .collect::<Vec<_>>()
-        {
-            self.dedup.mark_pending(id, index);
+        for e in self.log.iter_after(self.applied.index) {
+            if matches!(e.payload, Payload::Command(_)) {
+                self.dedup.mark_pending(e.id, e.index);
+            }
         }
         in_sync.insert(self.id.clone());
         self.append_config(in_sync);
