@@ -792,11 +792,16 @@ impl<S: StateMachine, R> Replica<S, R> {
     fn on_read(&self, r: &message::ReadRequest) -> Result<ReadOk, ReadError> {
         // A primary answers only under its read lease (then the answer is linearizable); a
         // secondary answers from whatever it has applied, if that reaches the client's fence,
-        // and only once it holds the current primary's log (a just-restarted replica knows only
-        // the commit point it last saved, which may be well behind).
+        // and only once it holds the current primary's log and has applied an entry of the
+        // primary's epoch. A just-restarted replica knows only the commit point it last saved,
+        // which may be well behind — and so does a just-elected primary, whose first appends
+        // carry that stale point until its own first entry commits; before then a secondary
+        // would answer from state older than writes acknowledged before the restart.
         let unsure = match self.role {
             Role::Primary => !self.read_lease_valid(),
-            Role::Secondary | Role::Candidate => !self.confirmed,
+            Role::Secondary | Role::Candidate => {
+                !self.confirmed || self.applied.epoch < self.hard.epoch
+            }
         };
         if self.applied.lamport < r.fence || unsure {
             return Err(ReadError::Behind {

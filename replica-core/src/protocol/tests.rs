@@ -703,6 +703,58 @@ fn reads_respect_the_fence() {
     ));
 }
 
+/// After a restart the new primary's first appends carry the commit point it last saved, which
+/// may be behind writes acknowledged before. A secondary that holds the primary's whole log but
+/// has applied only up to that stale point refuses reads (even with no fence) until it applies
+/// an entry of the primary's epoch; then it answers.
+#[test]
+fn secondary_reads_wait_for_the_primarys_epoch() {
+    let mut s = fresh_secondary();
+    let q = message::to_bytes(&crate::testing::KvGet("k".into())).unwrap();
+    let read = |reply| Input::Request {
+        reply,
+        msg: msg(
+            "fe",
+            0,
+            Body::Read(ReadRequest {
+                query: q.clone(),
+                fence: 0,
+            }),
+        ),
+    };
+    // Epoch 2's primary holds 1–2 from epoch 1 and its own first entry, 3; it knows only 2 as
+    // committed.
+    let a = Append {
+        prev: LogPos::ZERO,
+        entries: vec![entry(1, 1, 5), entry(2, 1, 6), entry(3, 2, 7)],
+        commit: 2,
+        last: 3,
+        acked: 0,
+    };
+    request_then_persist(&mut s, 1, 1, msg("p", 2, Body::Append(Box::new(a))));
+    assert_eq!(s.status().applied.index, 2);
+    s.step(2, read(2));
+    assert!(matches!(
+        responds(&s.take_outputs())[..],
+        [(2, Body::ReadReply(Err(ReadError::Behind { .. })))]
+    ));
+    // The primary's own entry commits: the secondary applies it and answers.
+    let a = Append {
+        prev: entry(3, 2, 7).pos(),
+        entries: vec![entry(4, 2, 8)],
+        commit: 3,
+        last: 4,
+        acked: 0,
+    };
+    request_then_persist(&mut s, 3, 3, msg("p", 2, Body::Append(Box::new(a))));
+    assert_eq!(s.status().applied.index, 3);
+    s.step(4, read(4));
+    assert!(matches!(
+        responds(&s.take_outputs())[..],
+        [(4, Body::ReadReply(Ok(_)))]
+    ));
+}
+
 /// A secondary that hears nothing for the failure timeout becomes a candidate and asks every
 /// replica it knows; with no one answering and not being in sync, it never takes office.
 #[test]

@@ -221,7 +221,11 @@ async fn settled(replicas: &[String]) {
             };
             statuses.extend(status);
         }
-        let primary = statuses.iter().find(|s| s.role == "primary");
+        // A primary counts once it has applied an entry of its own epoch: until then its commit
+        // point is the one it last saved before a restart, possibly behind.
+        let primary = statuses
+            .iter()
+            .find(|s| s.role == "primary" && s.applied.epoch == s.epoch);
         if let Some(p) = primary {
             let agreed = statuses.len() == replicas.len()
                 && statuses.iter().all(|s| {
