@@ -69,14 +69,16 @@ pub struct Config {
     /// Waking a sleeping thread costs microseconds (on a virtual machine, an inter-processor
     /// interrupt through the hypervisor), and a replica under load is idle only for the moment
     /// between one reply and the next request; polling through that moment keeps the thread
-    /// awake. Only load rearms the polls — at least 4 writes waiting on a primary, an append of
-    /// at least 4 entries at a secondary — and a primary whose pipeline drains stops at once:
-    /// an idle replica, or one taking a write at a time, sleeps as it would without polling.
+    /// awake. A poll costs about a tenth of a microsecond (it puts the task back in its worker's
+    /// queue, no system call), so the default spins through gaps of the order of 100 µs. Only
+    /// load rearms the polls — at least 16 writes waiting on a primary, an append of at least 16
+    /// entries at a secondary — and a primary whose pipeline drains stops at once: an idle
+    /// replica, or one taking a few writes at a time, sleeps as it would without polling.
     /// `NodeMetrics::idle_polls` counts what they spend. Measured on two vCPUs
-    /// (benches/README.md), three replicas in one process: idle, 1.0% of a core either way; at
-    /// 1,000 paced writes/s 8% (10% with 0); at 10,000/s 21% (13%); flat out, +31% writes/s in
-    /// the in-process benchmark and +37% purchases/s through HTTP. 0 turns polling off (a
-    /// machine where every core is spoken for at moderate load). Default 128.
+    /// (benches/README.md), three replicas in one process: idle, 1.3% of a core either way; at
+    /// 1,000 paced writes/s 8% (7% with 0); at 10,000/s 16% (14%); at 50,000/s 38% (22%); flat
+    /// out, +40% writes/s in the in-process benchmark at 64 writers, +19% at 256. 0 turns
+    /// polling off (a machine where every core is spoken for at moderate load). Default 1,024.
     pub idle_polls: u32,
 }
 
@@ -98,7 +100,7 @@ impl Default for Config {
             snapshot_interval_entries: 10_000,
             log_retain_entries: 10_000,
             tick_interval_ms: 10,
-            idle_polls: 128,
+            idle_polls: 1024,
         }
     }
 }

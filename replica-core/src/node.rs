@@ -45,8 +45,11 @@ const INPUTS_PER_TURN_MAX: usize = 4096;
 /// The load from which a replica polls before sleeping (`Config::idle_polls`): this many writes
 /// waiting on a primary, or this many entries in one append to a secondary. Below it, polling
 /// cost more CPU than the sleeps it saved: at 1,000 paced writes/s, three replicas in one
-/// process used 26% of a core polling after every write against 10% without (benches/README.md).
-const POLL_LOAD_MIN: usize = 4;
+/// process used 26% of a core polling after every write against 10% without; at 10,000 writes/s
+/// arriving ten per millisecond, a gate of 4 (which every burst passed) used 53% of a core with
+/// 1,024 polls, a gate of 16 15% (benches/README.md). Flat out, batches hold one entry per
+/// concurrent writer, so from 16 writers on the gate opens.
+const POLL_LOAD_MIN: usize = 16;
 
 /// The sender of writes submitted through [`NodeHandle::write`]. A write's sender plays no part
 /// in the protocol; a static id costs no reference count per write (the handle's own id did,
@@ -415,7 +418,7 @@ impl<S: StateMachine, T: Transport, L: LogStore> Core<S, T, L> {
                     // the first client writes (tokio polls a just-woken task next) and turns
                     // carry one or two writes each: -m 1 in replica-bench went from 450 k to
                     // 800 k writes/s with this line. An idle runtime returns at once.
-                    tokio::task::yield_now().await;
+                    reschedule().await;
                     let now = self.start_turn();
                     if !self.process(now, cmd) {
                         break;
@@ -444,9 +447,9 @@ impl<S: StateMachine, T: Transport, L: LogStore> Core<S, T, L> {
                     self.replica.step(now, Input::Tick);
                 }
                 // Nothing was ready: look again after the other ready tasks ran, up to
-                // `idle_polls` times, before sleeping (`yield_now` is ready only the second
+                // `idle_polls` times, before sleeping (`reschedule` is ready only the second
                 // time it is polled; every other branch is cancel-safe).
-                _ = tokio::task::yield_now(), if polls_left > 0 => {
+                _ = reschedule(), if polls_left > 0 => {
                     polls_left -= 1;
                     self.metrics.idle_polls.fetch_add(1, Ordering::Relaxed);
                     continue;
@@ -685,4 +688,26 @@ async fn execute_ops<L: LogStore>(
         metrics.store_ops_per_sync.observe(ops as f64);
     }
     Ok(last)
+}
+
+/// Let the other tasks ready on this worker run, then run again: pending the first time it is
+/// polled, after waking its own task; ready the second time.
+///
+/// Not `tokio::task::yield_now`: that one holds the wake back until the worker has nothing else
+/// to run and then polls the I/O driver first, so on a worker with nothing else to run every
+/// yield cost an `epoll_wait` system call and a clock read. The core yields before each turn
+/// and on every idle poll: with `yield_now`, `replica-bench -m 3 -c 64` made 415,000
+/// `epoll_wait` calls for 500,000 writes, 42,000 with this. A task woken while it runs goes to
+/// the back of its worker's queue (tokio treats it as a yield), so the ready tasks beside it
+/// still run first.
+fn reschedule() -> impl std::future::Future<Output = ()> {
+    let mut woke = false;
+    std::future::poll_fn(move |cx| {
+        if woke {
+            return std::task::Poll::Ready(());
+        }
+        woke = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    })
 }

@@ -37,17 +37,42 @@ fn idle_polls(cluster: &Cluster) -> u64 {
         .sum()
 }
 
-/// Idle polling follows load only: 16 concurrent writers make the replicas poll, and once the
-/// writes stop, five (virtual) seconds of ticks and heartbeats add not one poll more.
+/// Idle polling follows load only: 32 concurrent writers (above the gate of 16) make the
+/// replicas poll, and once the writes stop, five (virtual) seconds of ticks and heartbeats add
+/// not one poll more.
 #[tokio::test(start_paused = true)]
 async fn idle_replicas_do_not_poll() {
     let cluster = Cluster::start_with(3, Config::default(), 9).await;
     cluster.wait_in_sync(3).await;
+    concurrent_writes(&cluster, 32, 20).await;
+    // Virtual time: each sleep lets that much time's ticks and heartbeats happen.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let settled = idle_polls(&cluster);
+    assert!(settled > 0, "the concurrent writes were polled for");
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    assert_eq!(idle_polls(&cluster), settled, "no polls while idle");
+}
+
+/// A few writers at a time are light load: no replica polls for them (a primary with at most
+/// four writes waiting, a secondary fed at most four entries per append, sleep as soon as they
+/// are done) — neither for one writer nor for four concurrent ones.
+#[tokio::test(start_paused = true)]
+async fn light_load_does_not_poll() {
+    let cluster = Cluster::start_with(3, Config::default(), 10).await;
+    cluster.wait_in_sync(3).await;
+    concurrent_writes(&cluster, 1, 50).await;
+    assert_eq!(idle_polls(&cluster), 0, "one writer");
+    concurrent_writes(&cluster, 4, 50).await;
+    assert_eq!(idle_polls(&cluster), 0, "four writers");
+}
+
+/// `clients` concurrent writers, `each` puts apiece to keys of their own; all succeed.
+async fn concurrent_writes(cluster: &Cluster, clients: usize, each: usize) {
     let mut tasks = Vec::new();
-    for c in 0..16 {
+    for c in 0..clients {
         let client = cluster.client(&format!("fe{c}"));
         tasks.push(tokio::spawn(async move {
-            for i in 0..20 {
+            for i in 0..each {
                 let _: Option<String> = client
                     .write(&KvCommand::put(format!("k{c}-{i}"), "v"))
                     .await
@@ -58,28 +83,6 @@ async fn idle_replicas_do_not_poll() {
     for t in tasks {
         t.await.unwrap();
     }
-    // Virtual time: each sleep lets that much time's ticks and heartbeats happen.
-    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-    let settled = idle_polls(&cluster);
-    assert!(settled > 0, "the concurrent writes were polled for");
-    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
-    assert_eq!(idle_polls(&cluster), settled, "no polls while idle");
-}
-
-/// One write at a time is light load: no replica polls for it (a primary with one write
-/// waiting, a secondary fed one entry per append, sleep as soon as they are done).
-#[tokio::test(start_paused = true)]
-async fn light_load_does_not_poll() {
-    let cluster = Cluster::start_with(3, Config::default(), 10).await;
-    cluster.wait_in_sync(3).await;
-    let client = cluster.client("fe");
-    for i in 0..50 {
-        let _: Option<String> = client
-            .write(&KvCommand::put(format!("k{i}"), "v"))
-            .await
-            .unwrap();
-    }
-    assert_eq!(idle_polls(&cluster), 0);
 }
 
 async fn thousand_writes(config: Config) {
