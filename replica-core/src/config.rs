@@ -52,8 +52,10 @@ pub struct Config {
     /// Retention bound of the dedup table: the ids of the most recent this-many applied writes
     /// are remembered. A retry that arrives after more than this many newer writes have been
     /// applied may execute twice, so `client deadline × peak writes/s` must stay below it: the
-    /// default covers a 10 s client deadline up to 25,000 writes/s. Default 250,000 (≈ 25 MB, and up
-    /// to 7 MB more on the primary, whose index keeps evicted ids until it purges them).
+    /// default covers a 10 s client deadline up to 25,000 writes/s. Default 250,000: 48 bytes a
+    /// record plus its output on every replica (12 MB with empty outputs), and on the primary an
+    /// index sized at taking office for twice this many ids (it keeps evicted ids until it
+    /// purges them), 26 MB, so that it never rehashes on the write path.
     pub dedup_entries_max: usize,
     /// Take a snapshot (and compact the log before it) every this many applied entries, or
     /// every dedup-table-size entries if that is more (a snapshot copies the dedup table, and
