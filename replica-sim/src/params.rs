@@ -225,7 +225,9 @@ impl Params {
             pending_writes_max: pick(&mut rng, &[4, 65_536, 65_536]),
             // From its own stream, so adding it moved no other draw (old seeds replay as before).
             appends_in_flight_max: pick(&mut Rng::new(seed ^ 0x4445_5054_485f_4d58), &[1, 2, 2, 4]),
-            dedup_entries_max: 1_000_000,
+            // Far above `ops_max` (400): the table never evicts, so every retry must dedup. Not
+            // larger: a primary sizes its index for twice this when it takes office.
+            dedup_entries_max: 10_000,
             snapshot_interval_entries: pick(&mut rng, &[0, 5, 16, 50, 10_000]),
             log_retain_entries: pick(&mut rng, &[0, 2, 10, 10_000]),
             tick_interval_ms: pick(&mut rng, &[5, 10, 10, 20]),
