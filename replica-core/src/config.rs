@@ -67,17 +67,20 @@ pub struct Config {
     pub log_retain_entries: u64,
     /// Granularity of the runtime's timer. Default 10 ms.
     pub tick_interval_ms: u64,
-    /// How many times the core task looks at its inputs again, yielding to the runtime's other
-    /// tasks in between, when a turn finds nothing to do, before it lets its thread sleep.
+    /// How long the core task keeps looking at its inputs, yielding to the runtime's other
+    /// tasks in between, when a turn finds nothing to do, before it lets its thread sleep — a
+    /// budget counted in polls of an in-process transport.
     /// Waking a sleeping thread costs microseconds (on a virtual machine, an inter-processor
     /// interrupt through the hypervisor), and a replica under load is idle only for the moment
     /// between one reply and the next request; polling through that moment keeps the thread
-    /// awake. A poll costs about a tenth of a microsecond (it puts the task back in its worker's
-    /// queue, no system call), so the default spins through gaps of the order of 100 µs. Only
-    /// load rearms the polls — at least 16 writes waiting on a primary, an append of at least 16
-    /// entries at a secondary — and a primary whose pipeline drains stops at once: an idle
-    /// replica, or one taking a few writes at a time, sleeps as it would without polling.
-    /// `NodeMetrics::idle_polls` counts what they spend. Measured on two vCPUs
+    /// awake. With an in-process transport ([`crate::Transport::in_process`]) a poll costs about
+    /// a tenth of a microsecond (the task goes back in its worker's queue, no system call); over
+    /// sockets each poll must also give the I/O driver a turn (a system call), costs about eight
+    /// times as much and counts eight: either way the default spins through gaps of the order of
+    /// 100 µs. Only load rearms the polls — at least 16 writes waiting on a primary, an append
+    /// of at least 16 entries at a secondary — and a primary whose pipeline drains stops at once:
+    /// an idle replica, or one taking a few writes at a time, sleeps as it would without polling.
+    /// `NodeMetrics::idle_polls` counts the polls made. Measured on two vCPUs
     /// (benches/README.md), three replicas in one process: idle, 1.3% of a core either way; at
     /// 1,000 paced writes/s 8% (7% with 0); at 10,000/s 16% (14%); at 50,000/s 38% (22%); flat
     /// out, +40% writes/s in the in-process benchmark at 64 writers, +19% at 256. 0 turns

@@ -51,6 +51,11 @@ const INPUTS_PER_TURN_MAX: usize = 4096;
 /// concurrent writer, so from 16 writers on the gate opens.
 const POLL_LOAD_MIN: usize = 16;
 
+/// What an idle poll that gives the I/O driver a turn costs out of `Config::idle_polls`,
+/// which counts polls of an in-process transport: about eight times as long (a system call
+/// and a clock read), so the same budget spins for about the same time either way.
+const IO_POLL_COST: u32 = 8;
+
 /// The sender of writes submitted through [`NodeHandle::write`]. A write's sender plays no part
 /// in the protocol; a static id costs no reference count per write (the handle's own id did,
 /// bounced between the client's core and the replica's).
@@ -406,7 +411,9 @@ impl<S: StateMachine, T: Transport, L: LogStore> Core<S, T, L> {
             return;
         }
         let idle_polls = self.idle_polls;
-        let mut polls_left = 0;
+        let in_process = self.transport.in_process();
+        let poll_cost = if in_process { 1 } else { IO_POLL_COST };
+        let mut polls_left: u32 = 0;
         loop {
             self.loaded = false;
             tokio::select! {
@@ -418,7 +425,7 @@ impl<S: StateMachine, T: Transport, L: LogStore> Core<S, T, L> {
                     // the first client writes (tokio polls a just-woken task next) and turns
                     // carry one or two writes each: -m 1 in replica-bench went from 450 k to
                     // 800 k writes/s with this line. An idle runtime returns at once.
-                    reschedule().await;
+                    yield_turn(in_process).await;
                     let now = self.start_turn();
                     if !self.process(now, cmd) {
                         break;
@@ -446,11 +453,11 @@ impl<S: StateMachine, T: Transport, L: LogStore> Core<S, T, L> {
                     let now = self.start_turn();
                     self.replica.step(now, Input::Tick);
                 }
-                // Nothing was ready: look again after the other ready tasks ran, up to
-                // `idle_polls` times, before sleeping (`reschedule` is ready only the second
-                // time it is polled; every other branch is cancel-safe).
-                _ = reschedule(), if polls_left > 0 => {
-                    polls_left -= 1;
+                // Nothing was ready: look again after the other ready tasks ran, until the
+                // `idle_polls` budget is spent, before sleeping (`yield_turn` is ready only the
+                // second time it is polled; every other branch is cancel-safe).
+                _ = yield_turn(in_process), if polls_left > 0 => {
+                    polls_left = polls_left.saturating_sub(poll_cost);
                     self.metrics.idle_polls.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
@@ -690,16 +697,27 @@ async fn execute_ops<L: LogStore>(
     Ok(last)
 }
 
+/// Let the other tasks ready on this worker run, then run again: with an in-process
+/// transport by [`reschedule`], otherwise by `tokio::task::yield_now`, which also gives the
+/// I/O driver a turn — over sockets, that turn is how the next request is seen at all.
+async fn yield_turn(in_process: bool) {
+    if in_process {
+        reschedule().await;
+    } else {
+        tokio::task::yield_now().await;
+    }
+}
+
 /// Let the other tasks ready on this worker run, then run again: pending the first time it is
 /// polled, after waking its own task; ready the second time.
 ///
 /// Not `tokio::task::yield_now`: that one holds the wake back until the worker has nothing else
 /// to run and then polls the I/O driver first, so on a worker with nothing else to run every
-/// yield cost an `epoll_wait` system call and a clock read. The core yields before each turn
-/// and on every idle poll: with `yield_now`, `replica-bench -m 3 -c 64` made 415,000
-/// `epoll_wait` calls for 500,000 writes, 42,000 with this. A task woken while it runs goes to
-/// the back of its worker's queue (tokio treats it as a yield), so the ready tasks beside it
-/// still run first.
+/// yield cost an `epoll_wait` system call and a clock read. With replicas in one process
+/// nothing arrives through the driver: `replica-bench -m 3 -c 64` made 415,000 `epoll_wait`
+/// calls for 500,000 writes with `yield_now`, 42,000 with this. A task woken while it runs
+/// goes to the back of its worker's queue (tokio treats it as a yield), so the ready tasks
+/// beside it still run first.
 fn reschedule() -> impl std::future::Future<Output = ()> {
     let mut woke = false;
     std::future::poll_fn(move |cx| {

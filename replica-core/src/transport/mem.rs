@@ -218,4 +218,8 @@ impl Transport for MemTransport {
         }
         round_trip(to, &reply)
     }
+
+    fn in_process(&self) -> bool {
+        true
+    }
 }

@@ -30,6 +30,15 @@ pub use mem::{Faults, MemNetwork, MemTransport};
 pub trait Transport: Send + Sync + 'static {
     /// Deliver one protocol message to `to` and return its reply.
     async fn call(&self, to: &NodeId, msg: Message) -> Result<Message, TransportError>;
+
+    /// Whether messages reach this process without the runtime's I/O driver (channels between
+    /// tasks rather than sockets). The runtime polls differently for each: over sockets an idle
+    /// poll must give the I/O driver a turn (a system call) or it would never see the next
+    /// request arrive; within the process it need not, and a poll costs a tenth as much
+    /// (`Config::idle_polls`). Default `false`, right for any network transport.
+    fn in_process(&self) -> bool {
+        false
+    }
 }
 
 /// The receiving side: what a transport's server hands inbound messages to. Implemented by the
