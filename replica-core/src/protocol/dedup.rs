@@ -187,6 +187,51 @@ impl DedupTable {
         }
     }
 
+    /// What the table knows of `id` (as [`DedupTable::lookup`]), and if nothing, mark it
+    /// pending at `index` in the same probe: the write path's one hash operation before the
+    /// entry is appended. A caller that then does not append takes the mark back with
+    /// [`DedupTable::unclaim`].
+    pub(crate) fn claim(&mut self, id: Uuid, index: LogIndex) -> Lookup<'_> {
+        if !self.eager {
+            // Unindexed (never taken office): the slow path, then the mark.
+            if !matches!(self.lookup(&id), Lookup::Unknown) {
+                return self.lookup(&id);
+            }
+            self.mark_pending(id, index);
+            return Lookup::Unknown;
+        }
+        let first_seq = self.first_seq;
+        let held = match self.map.entry(id) {
+            Entry::Occupied(o) if *o.get() & PENDING != 0 => {
+                return Lookup::Pending(*o.get() & !PENDING);
+            }
+            Entry::Occupied(o) if holds_record(*o.get(), first_seq) => *o.get(),
+            // A slot an evicted record left behind: the id is new again.
+            Entry::Occupied(mut o) => {
+                o.insert(PENDING | index);
+                self.pending += 1;
+                return Lookup::Unknown;
+            }
+            Entry::Vacant(v) => {
+                v.insert(PENDING | index);
+                self.pending += 1;
+                return Lookup::Unknown;
+            }
+        };
+        match self.at(held) {
+            Some(rec) => Lookup::Applied(rec),
+            None => Lookup::Unknown,
+        }
+    }
+
+    /// Take back the pending mark a [`DedupTable::claim`] just made for `id`.
+    pub(crate) fn unclaim(&mut self, id: &Uuid) {
+        if self.map.get(id).is_some_and(|v| *v & PENDING != 0) {
+            self.map.remove(id);
+            self.pending -= 1;
+        }
+    }
+
     /// Forget every pending mark (this replica is leaving office: what it appended may be
     /// replaced, and the next primary tracks its own).
     pub(crate) fn clear_pending(&mut self) {
@@ -437,6 +482,19 @@ mod tests {
                 if held && !t.eager {
                     // Never asked of an unindexed table: a log never repeats an id it holds.
                     continue;
+                }
+                if t.eager {
+                    // The write path's probe: the held record, or a pending mark that the
+                    // record then replaces (or that is taken back first, as for a refusal).
+                    let first = model.iter().find(|m| m.id == r.id).cloned();
+                    match t.claim(r.id, step as u64) {
+                        Lookup::Applied(rec) => assert_eq!(Some(rec.to_record()), first),
+                        Lookup::Unknown => assert_eq!(first, None, "max {max} step {step}"),
+                        Lookup::Pending(i) => panic!("a mark left behind at {i}"),
+                    }
+                    if step % 3 == 0 {
+                        t.unclaim(&r.id);
+                    }
                 }
                 if !held {
                     model.push_back(r.clone());

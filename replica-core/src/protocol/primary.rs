@@ -207,7 +207,9 @@ impl<S: StateMachine, R> Replica<S, R> {
             );
             return;
         }
-        match self.dedup.lookup(&w.id) {
+        let index = self.log.last().index + 1;
+        // One probe: the first result, the write it joins, or a pending mark at `index`.
+        match self.dedup.claim(w.id, index) {
             // Already applied: return the first result.
             Lookup::Applied(rec) => {
                 let written = written(rec);
@@ -222,22 +224,23 @@ impl<S: StateMachine, R> Replica<S, R> {
             Lookup::Unknown => {}
         }
         if self.waiters.len() >= self.cfg.pending_writes_max {
+            self.dedup.unclaim(&w.id);
             self.respond(reply, Body::WriteReply(Err(WriteError::Overloaded)));
             return;
         }
         if let Err(e) = message::from_bytes::<S::Command>(&w.command) {
+            self.dedup.unclaim(&w.id);
             let err = WriteError::Rejected(format!("undecodable command: {e}"));
             self.respond(reply, Body::WriteReply(Err(err)));
             return;
         }
         let entry = Entry {
-            index: self.log.last().index + 1,
+            index,
             lamport: self.stamp(),
             epoch: self.hard.epoch,
             id: w.id,
             payload: Payload::Command(w.command),
         };
-        self.dedup.mark_pending(entry.id, entry.index);
         self.waiters.push_back((entry.index, reply));
         self.append_local(entry);
     }

@@ -116,7 +116,18 @@ fn new_replica(start: Start) -> Replica<KvMachine, R> {
 
 /// Boot `p` as the initial primary and complete every storage operation it asks for.
 fn booted_primary() -> Replica<KvMachine, R> {
-    let mut p = new_replica(start("p", true));
+    booted_primary_with(cfg())
+}
+
+fn booted_primary_with(config: Config) -> Replica<KvMachine, R> {
+    let mut p = Replica::new(
+        start("p", true),
+        config,
+        KvMachine::default(),
+        Recovered::default(),
+        0,
+    )
+    .unwrap();
     for _ in 0..4 {
         let out = p.take_outputs();
         if stores(&out).is_empty() {
@@ -257,6 +268,71 @@ fn dedup_before_and_after_commit() {
     assert!(stores(&out).is_empty(), "no new entry for a known id");
     assert_eq!(responds(&out)[0].1, r[0].1);
     assert_eq!(p.state_machine().applied, 1, "executed once");
+}
+
+/// A write refused before it is appended (queue full, undecodable command) leaves no trace in
+/// the dedup table: its retry executes, with its own result, instead of waiting on a log
+/// index that never received it.
+#[test]
+fn refused_writes_leave_no_mark() {
+    let mut p = booted_primary_with(Config {
+        pending_writes_max: 1,
+        ..cfg()
+    });
+    p.step(1, write(1, 7, "a"));
+    p.step(1, write(2, 8, "b")); // the queue holds one: refused
+    let mut garbage = write(3, 9, "c");
+    if let Input::Request { msg, .. } = &mut garbage {
+        if let Body::Write(w) = &mut msg.body {
+            w.command = Bytes::from_static(&[0xff, 0xff, 0xff]);
+        }
+    }
+    let out = p.take_outputs();
+    assert!(matches!(
+        responds(&out)[..],
+        [(2, Body::WriteReply(Err(WriteError::Overloaded)))]
+    ));
+    p.step(
+        2,
+        Input::Persisted {
+            seq: last_seq(&out),
+        },
+    );
+    p.step(2, garbage); // the queue is empty again; the command is not
+    let out = p.take_outputs();
+    assert!(matches!(
+        responds(&out)[..],
+        [
+            (1, Body::WriteReply(Ok(_))),
+            (3, Body::WriteReply(Err(WriteError::Rejected(_))))
+        ]
+    ));
+
+    // Both retried (one at a time: the queue holds one): each is appended and executed once,
+    // with its own result.
+    for (token, n, key) in [(4, 8, "b"), (5, 9, "c")] {
+        p.step(3, write(token, n, key));
+        let out = p.take_outputs();
+        assert!(
+            matches!(stores(&out)[..], [StoreOp::Append(ref e)] if e.len() == 1),
+            "retry of {n} appended"
+        );
+        p.step(
+            4,
+            Input::Persisted {
+                seq: last_seq(&out),
+            },
+        );
+        let out = p.take_outputs();
+        let r = responds(&out);
+        assert_eq!(r.len(), 1);
+        let Body::WriteReply(Ok(w)) = r[0].1 else {
+            panic!("unexpected reply {:?}", r[0].1);
+        };
+        let output: Option<String> = message::from_bytes(&w.output).unwrap();
+        assert_eq!((r[0].0, output), (token, Some("x".to_string())));
+    }
+    assert_eq!(p.state_machine().applied, 3);
 }
 
 /// A secondary refuses writes with a hint, and refuses appends from an older epoch.
