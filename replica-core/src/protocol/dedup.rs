@@ -193,38 +193,37 @@ impl DedupTable {
     /// [`DedupTable::unclaim`].
     pub(crate) fn claim(&mut self, id: Uuid, index: LogIndex) -> Lookup<'_> {
         if !self.eager {
-            // Unindexed (never taken office): the slow path, then the mark.
-            if !matches!(self.lookup(&id), Lookup::Unknown) {
-                return self.lookup(&id);
-            }
-            self.mark_pending(id, index);
-            return Lookup::Unknown;
+            // Only a primary claims, and taking office indexed its table already.
+            self.index_all();
         }
         let first_seq = self.first_seq;
         let held = match self.map.entry(id) {
             Entry::Occupied(o) if *o.get() & PENDING != 0 => {
                 return Lookup::Pending(*o.get() & !PENDING);
             }
-            Entry::Occupied(o) if holds_record(*o.get(), first_seq) => *o.get(),
+            Entry::Occupied(o) if holds_record(*o.get(), first_seq) => Some(*o.get()),
             // A slot an evicted record left behind: the id is new again.
             Entry::Occupied(mut o) => {
                 o.insert(PENDING | index);
-                self.pending += 1;
-                return Lookup::Unknown;
+                None
             }
             Entry::Vacant(v) => {
                 v.insert(PENDING | index);
-                self.pending += 1;
-                return Lookup::Unknown;
+                None
             }
         };
-        match self.at(held) {
+        let Some(seq) = held else {
+            self.pending += 1;
+            return Lookup::Unknown;
+        };
+        match self.at(seq) {
             Some(rec) => Lookup::Applied(rec),
             None => Lookup::Unknown,
         }
     }
 
-    /// Take back the pending mark a [`DedupTable::claim`] just made for `id`.
+    /// Drop `id`'s pending mark, if it has one: a [`DedupTable::claim`] whose write was not
+    /// appended after all, or a write applied by a table that remembers nothing.
     pub(crate) fn unclaim(&mut self, id: &Uuid) {
         if self.map.get(id).is_some_and(|v| *v & PENDING != 0) {
             self.map.remove(id);
@@ -244,10 +243,7 @@ impl DedupTable {
     pub(crate) fn insert(&mut self, rec: DedupRecordRef<'_>) {
         if self.max == 0 {
             // Nothing is remembered; only a pending mark to take back.
-            if self.map.get(&rec.id).is_some_and(|v| *v & PENDING != 0) {
-                self.map.remove(&rec.id);
-                self.pending -= 1;
-            }
+            self.unclaim(&rec.id);
             return;
         }
         // Unindexed, a duplicate is kept: the primary never appends an id it still remembers,
@@ -308,8 +304,8 @@ impl DedupTable {
     /// The map is sized once, here, for the most it holds between purges (`2 * max` ids):
     /// growing it on the write path rehashed every id at each doubling — at the default
     /// retention the last doubling moved 460,000 ids at random addresses, a stall of 17–19 ms
-    /// on the benchmark machine during which the primary took no write. Only the control bytes (one per
-    /// slot) are written up front; the slots' pages are touched as ids arrive.
+    /// on the benchmark machine during which the primary took no write. Only the control bytes
+    /// (one per slot) are written up front; the slots' pages are touched as ids arrive.
     pub(crate) fn index_all(&mut self) {
         let capacity = self.max.saturating_mul(2);
         self.map.reserve(capacity.saturating_sub(self.map.len()));

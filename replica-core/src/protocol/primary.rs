@@ -280,15 +280,14 @@ impl<S: StateMachine, R> Replica<S, R> {
                 .partition(|(i, _)| *i <= applied);
             self.late_waiters = later;
             for (index, reply) in now {
-                let body = if let (true, Some(w)) = (index == applied, &for_retries) {
-                    Body::WriteReply(Ok(w.clone()))
-                } else {
+                let body = match &for_retries {
+                    Some(w) if index == applied => Body::WriteReply(Ok(w.clone())),
                     // Its entry was applied earlier under another id: cannot happen for ids
                     // marked pending, but never leave a client hanging.
-                    match self.dedup_written_at(index) {
+                    _ => match self.dedup_written_at(index) {
                         Some(w) => Body::WriteReply(Ok(w)),
                         None => Body::WriteReply(Err(WriteError::NotPrimary { hint: None })),
-                    }
+                    },
                 };
                 self.respond(reply, body);
             }
