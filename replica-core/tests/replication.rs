@@ -66,6 +66,28 @@ async fn light_load_does_not_poll() {
     assert_eq!(idle_polls(&cluster), 0, "four writers");
 }
 
+/// More writers than a worker's own run queue holds (256 tasks) overflow into the runtime's
+/// shared queue, which a busy worker looks at only every few dozen polls: replicas that kept
+/// polling then starved the writers they wait for (2.7 polls per write in `replica-bench -c 256
+/// --threads 1`). They must not poll while tasks wait there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_crowd_of_writers_is_not_polled_past() {
+    let cluster = Cluster::start_with(3, Config::default(), 11).await;
+    cluster.wait_in_sync(3).await;
+    let (clients, each) = (800, 10);
+    concurrent_writes(&cluster, clients, each).await;
+    let polls = idle_polls(&cluster);
+    // Allowed: once the load ends, each secondary's full budget (they poll for the next append
+    // until it is spent), and a poll per eight writes besides. Seen: 81–293 polls; 4,162–4,515
+    // when replicas polled regardless of the shared queue.
+    let allowed = (clients * each / 8) as u64 + 2 * u64::from(Config::default().idle_polls);
+    assert!(
+        polls < allowed,
+        "{polls} idle polls for {} writes (allowed: {allowed})",
+        clients * each
+    );
+}
+
 /// `clients` concurrent writers, `each` puts apiece to keys of their own; all succeed.
 async fn concurrent_writes(cluster: &Cluster, clients: usize, each: usize) {
     let mut tasks = Vec::new();

@@ -203,6 +203,14 @@ async fn run(args: Args, runtimes: Vec<tokio::runtime::Handle>) -> Result<(), St
         "entries/append: {:.1} (mean over {appends} appends to secondaries)",
         m.append_batch_entries.sum() / appends as f64
     );
+    let polls: u64 = nodes
+        .iter()
+        .map(|n| n.metrics().idle_polls.load(Ordering::Relaxed))
+        .sum();
+    println!(
+        "idle polls: {:.2} per write (all replicas)",
+        polls as f64 / args.ops as f64
+    );
     if args.idle_secs > 0 {
         let (cpu0, t0) = (process_cpu_seconds()?, Instant::now());
         // A measurement of idling, not a wait for a condition.
