@@ -3,12 +3,11 @@
 //! Invariant: identical on every replica after applying the same entries (insertion and eviction
 //! depend only on the apply order), which is why it can be part of snapshots.
 
-use std::collections::hash_map::Entry;
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::Hasher;
 
 use uuid::Uuid;
 
+use super::id_index::{IdIndex, Probe};
 use crate::types::{DedupRecordRef, DedupRecords, LogIndex};
 
 /// Hashes UUIDs: one multiply per word, then the murmur3 64-bit finalizer so that every input
@@ -77,16 +76,15 @@ pub(crate) enum Lookup<'a> {
     Unknown,
 }
 
-/// A `HashMap` keyed by request id.
-pub(crate) type IdMap<V> = HashMap<Uuid, V, BuildHasherDefault<IdHasher>>;
-
 /// Remembers the result of the most recent `max` applied writes.
 ///
 /// Records live in a ring in apply order (appended and evicted sequentially, so cache- and
 /// page-friendly), in shared chunks ([`DedupRecords`]) so that a snapshot shares them instead of
-/// copying the table; the hash map only holds id → sequence number, 24 bytes a slot. With records
-/// in the map itself each insert wrote 80 bytes at a random address and every growth rehashed
-/// them all: in the replication benchmark that was a quarter of the write path.
+/// copying the table; the index ([`IdIndex`], open addressing) only holds id → sequence number,
+/// 24 bytes a slot. With records in the map itself each insert wrote 80 bytes at a random
+/// address and every growth rehashed them all: in the replication benchmark that was a quarter
+/// of the write path. The runtime [warms](DedupTable::warm) the index slot of every write of a
+/// turn before the first is stepped, so that the probes' cache misses overlap.
 ///
 /// The map is an index, and only the primary looks ids up. A secondary therefore keeps just the
 /// ring and indexes it when it takes office ([`DedupTable::index_all`]: one pass over at most
@@ -102,7 +100,7 @@ pub(crate) type IdMap<V> = HashMap<Uuid, V, BuildHasherDefault<IdHasher>>;
 pub(crate) struct DedupTable {
     /// Id → sequence number of its first record, for the records before `unindexed_from`; or,
     /// on a primary, id → `PENDING | log index` for a write appended and not yet applied.
-    map: IdMap<u64>,
+    map: IdIndex,
     /// Records in apply order, oldest first: the eviction order.
     records: DedupRecords,
     /// Pending marks in `map`.
@@ -119,7 +117,7 @@ pub(crate) struct DedupTable {
 impl DedupTable {
     pub(crate) fn new(max: usize) -> Self {
         DedupTable {
-            map: IdMap::default(),
+            map: IdIndex::default(),
             records: DedupRecords::new(),
             pending: 0,
             first_seq: 0,
@@ -149,7 +147,7 @@ impl DedupTable {
     /// What the table knows of `id`: its first result, the log index it is pending at, or
     /// nothing. One probe of the map on an indexed table.
     pub(crate) fn lookup(&self, id: &Uuid) -> Lookup<'_> {
-        if let Some(&v) = self.map.get(id) {
+        if let Some(v) = self.map.get(id) {
             if v & PENDING != 0 {
                 return Lookup::Pending(v & !PENDING);
             }
@@ -172,16 +170,15 @@ impl DedupTable {
     /// of executing again; applying its record replaces the mark. An id whose result is still
     /// held keeps it (the first result wins). Only an indexed table (a primary's) keeps marks.
     pub(crate) fn mark_pending(&mut self, id: Uuid, index: LogIndex) {
-        let first_seq = self.first_seq;
-        match self.map.entry(id) {
-            Entry::Occupied(o) if holds_record(*o.get(), first_seq) => {}
-            Entry::Occupied(mut o) => {
-                if o.insert(PENDING | index) & PENDING == 0 {
+        match self.map.probe(&id) {
+            Probe::Found(at) if holds_record(self.map.value(at), self.first_seq) => {}
+            Probe::Found(at) => {
+                if self.map.set(at, PENDING | index) & PENDING == 0 {
                     self.pending += 1;
                 }
             }
-            Entry::Vacant(v) => {
-                v.insert(PENDING | index);
+            Probe::Vacant(at) => {
+                self.map.insert_at(at, id, PENDING | index);
                 self.pending += 1;
             }
         }
@@ -196,19 +193,22 @@ impl DedupTable {
             // Only a primary claims, and taking office indexed its table already.
             self.index_all();
         }
-        let first_seq = self.first_seq;
-        let held = match self.map.entry(id) {
-            Entry::Occupied(o) if *o.get() & PENDING != 0 => {
-                return Lookup::Pending(*o.get() & !PENDING);
+        let held = match self.map.probe(&id) {
+            Probe::Found(at) => {
+                let value = self.map.value(at);
+                if value & PENDING != 0 {
+                    return Lookup::Pending(value & !PENDING);
+                }
+                if holds_record(value, self.first_seq) {
+                    Some(value)
+                } else {
+                    // A slot an evicted record left behind: the id is new again.
+                    self.map.set(at, PENDING | index);
+                    None
+                }
             }
-            Entry::Occupied(o) if holds_record(*o.get(), first_seq) => Some(*o.get()),
-            // A slot an evicted record left behind: the id is new again.
-            Entry::Occupied(mut o) => {
-                o.insert(PENDING | index);
-                None
-            }
-            Entry::Vacant(v) => {
-                v.insert(PENDING | index);
+            Probe::Vacant(at) => {
+                self.map.insert_at(at, id, PENDING | index);
                 None
             }
         };
@@ -222,19 +222,28 @@ impl DedupTable {
         }
     }
 
+    /// Read the index where `id` would be, so that a probe soon after finds it in the cache.
+    pub(crate) fn warm(&self, id: &Uuid) {
+        if self.eager {
+            self.map.warm(id);
+        }
+    }
+
     /// Drop `id`'s pending mark, if it has one: a [`DedupTable::claim`] whose write was not
     /// appended after all, or a write applied by a table that remembers nothing.
     pub(crate) fn unclaim(&mut self, id: &Uuid) {
-        if self.map.get(id).is_some_and(|v| *v & PENDING != 0) {
-            self.map.remove(id);
-            self.pending -= 1;
+        if let Probe::Found(at) = self.map.probe(id) {
+            if self.map.value(at) & PENDING != 0 {
+                self.map.remove_at(at);
+                self.pending -= 1;
+            }
         }
     }
 
     /// Forget every pending mark (this replica is leaving office: what it appended may be
     /// replaced, and the next primary tracks its own).
     pub(crate) fn clear_pending(&mut self) {
-        self.map.retain(|_, v| *v & PENDING == 0);
+        self.map.retain(|v| v & PENDING == 0);
         self.pending = 0;
     }
 
@@ -271,16 +280,16 @@ impl DedupTable {
     /// A slot left by an evicted record counts as free: its id is new again, and a pending mark
     /// gives way to the record. Returns whether `id` now points at `seq`.
     fn index(&mut self, id: Uuid, seq: u64) -> bool {
-        match self.map.entry(id) {
-            Entry::Occupied(o) if holds_record(*o.get(), self.first_seq) => false,
-            Entry::Occupied(mut o) => {
-                if o.insert(seq) & PENDING != 0 {
+        match self.map.probe(&id) {
+            Probe::Found(at) if holds_record(self.map.value(at), self.first_seq) => false,
+            Probe::Found(at) => {
+                if self.map.set(at, seq) & PENDING != 0 {
                     self.pending -= 1;
                 }
                 true
             }
-            Entry::Vacant(v) => {
-                v.insert(seq);
+            Probe::Vacant(at) => {
+                self.map.insert_at(at, id, seq);
                 true
             }
         }
@@ -294,7 +303,7 @@ impl DedupTable {
         if self.map.len().saturating_sub(self.pending) > 2 * self.max.max(1) {
             let first = self.first_seq;
             // Pending marks have the top bit set: they stay.
-            self.map.retain(|_, v| *v >= first);
+            self.map.retain(|v| v >= first);
         }
     }
 
@@ -378,7 +387,7 @@ mod tests {
     fn structured_ids_spread_over_buckets() {
         use std::collections::HashSet;
         use std::hash::BuildHasher;
-        let build = BuildHasherDefault::<IdHasher>::default();
+        let build = std::hash::BuildHasherDefault::<IdHasher>::default();
         for make in [
             |n: u64| Uuid::from_u64_pair(1, n),
             |n: u64| Uuid::from_u64_pair(n, 0),

@@ -12,6 +12,7 @@
 
 mod dedup;
 mod election;
+mod id_index;
 mod log;
 mod membership;
 mod primary;
@@ -518,6 +519,20 @@ impl<S: StateMachine, R> Replica<S, R> {
             });
         }
         Ok(r)
+    }
+
+    /// A hint, with no effect on the replica's state: bring into the cache what stepping
+    /// `input` will read. The runtime calls it for every input of a turn before stepping the
+    /// first, so the turn's cache misses overlap rather than stall one after another: a
+    /// primary's dedup index is far larger than the cache, and each write probes it once.
+    pub fn warm(&self, input: &Input<R>) {
+        if let Input::Request { msg, .. } = input {
+            if let Body::Write(w) = &msg.body {
+                if self.role == Role::Primary {
+                    self.dedup.warm(&w.id);
+                }
+            }
+        }
     }
 
     /// Feed one input. Outputs accumulate until [`Replica::take_outputs`]; feeding several
