@@ -22,10 +22,11 @@ pub struct MemLogStore {
 struct Inner {
     hard_state: HardState,
     snapshot: Option<Snapshot>,
-    /// Synced entries, contiguous.
-    durable: Vec<Entry>,
-    /// Appended, not yet synced; continues `durable`.
-    volatile: Vec<Entry>,
+    /// Every entry held, contiguous: the first `durable` were synced, the rest were appended
+    /// since. (One vector and a mark rather than two vectors: a sync then copies nothing.)
+    entries: Vec<Entry>,
+    /// How many of `entries` were synced.
+    durable: usize,
     /// Index the next append must start at.
     next_index: LogIndex,
     syncs: u64,
@@ -33,8 +34,12 @@ struct Inner {
 
 impl Inner {
     fn make_durable(&mut self) {
-        let volatile = std::mem::take(&mut self.volatile);
-        self.durable.extend(volatile);
+        self.durable = self.entries.len();
+    }
+
+    /// Throw away what was appended since the last sync.
+    fn drop_volatile(&mut self) {
+        self.entries.truncate(self.durable);
     }
 
     /// The index after `entries` if they continue the log exactly; nothing changes otherwise.
@@ -54,11 +59,7 @@ impl Inner {
 
     fn recompute_next(&mut self) {
         let after_snapshot = self.snapshot.as_ref().map_or(1, |s| s.last.index + 1);
-        self.next_index = self
-            .volatile
-            .last()
-            .or(self.durable.last())
-            .map_or(after_snapshot, |e| e.index + 1);
+        self.next_index = self.entries.last().map_or(after_snapshot, |e| e.index + 1);
     }
 }
 
@@ -78,13 +79,14 @@ impl MemLogStore {
     /// Forget everything appended since the last sync, as a crash would.
     pub fn crash(&self) {
         let mut inner = self.lock();
-        inner.volatile.clear();
+        inner.drop_volatile();
         inner.recompute_next();
     }
 
     /// The durable entries (after the last sync), oldest first.
     pub fn durable_entries(&self) -> Vec<Entry> {
-        self.lock().durable.clone()
+        let inner = self.lock();
+        inner.entries[..inner.durable].to_vec()
     }
 
     /// The last saved snapshot.
@@ -117,14 +119,13 @@ impl MemLogStore {
         let mut inner = self.lock();
         inner.make_durable();
         inner.snapshot = Some(snapshot);
-        // Both runs are sorted by index: cut the covered prefix instead of testing each entry.
-        let Inner {
-            durable, volatile, ..
-        } = &mut *inner;
-        for run in [durable, volatile] {
-            let covered = run.partition_point(|e| e.index <= compact_through);
-            run.drain(..covered);
-        }
+        // Sorted by index: cut the covered prefix instead of testing each entry. Everything
+        // is durable at this point, so the mark follows the length.
+        let covered = inner
+            .entries
+            .partition_point(|e| e.index <= compact_through);
+        inner.entries.drain(..covered);
+        inner.make_durable();
         inner.recompute_next();
         Ok(())
     }
@@ -138,19 +139,19 @@ impl LogStore for MemLogStore {
 
     async fn load(&mut self) -> Result<Recovered, StorageError> {
         let mut inner = self.lock();
-        inner.volatile.clear();
+        inner.drop_volatile();
         inner.recompute_next();
         Ok(Recovered {
             hard_state: inner.hard_state,
             snapshot: inner.snapshot.clone(),
-            entries: inner.durable.clone(),
+            entries: inner.entries.clone(),
         })
     }
 
     async fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
         let mut inner = self.lock();
         inner.next_index = inner.check_contiguous(entries)?;
-        inner.volatile.extend_from_slice(entries);
+        inner.entries.extend_from_slice(entries);
         Ok(())
     }
 
@@ -160,7 +161,7 @@ impl LogStore for MemLogStore {
             StoreOp::Append(entries) => {
                 let mut inner = self.lock();
                 inner.next_index = inner.check_contiguous(&entries)?;
-                inner.volatile.extend(entries);
+                inner.entries.extend(entries);
                 Ok(())
             }
             StoreOp::Snapshot {
@@ -198,8 +199,8 @@ impl LogStore for MemLogStore {
     async fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
         let mut inner = self.lock();
         inner.snapshot = Some(snapshot.clone());
-        inner.durable.clear();
-        inner.volatile.clear();
+        inner.entries.clear();
+        inner.durable = 0;
         inner.next_index = snapshot.last.index + 1;
         Ok(())
     }
