@@ -92,8 +92,8 @@ pub(crate) enum Lookup<'a> {
 /// write in a three-replica cluster. Lookups stay correct on an unindexed table (they scan the
 /// unindexed part), only slower.
 ///
-/// Evicting a record leaves its map slot behind until stale slots are half the map, then one
-/// sweep drops them all ([`DedupTable::purge_evicted`]): removing each at eviction was a random
+/// Evicting a record leaves its index slot behind for a sweep that goes round the index a few
+/// slots per insert ([`DedupTable::sweep_evicted`]): removing each at eviction was a random
 /// access into a table larger than the cache on every write, the larger part of this table's
 /// cost on the primary.
 #[derive(Debug)]
@@ -105,6 +105,8 @@ pub(crate) struct DedupTable {
     records: DedupRecords,
     /// Pending marks in `map`.
     pending: usize,
+    /// Where the sweep of evicted slots goes on from (`sweep_evicted`).
+    sweep: usize,
     /// Sequence number of `records[0]`.
     first_seq: u64,
     /// Records from this sequence number on are not in `map`.
@@ -120,6 +122,7 @@ impl DedupTable {
             map: IdIndex::default(),
             records: DedupRecords::new(),
             pending: 0,
+            sweep: 0,
             first_seq: 0,
             unindexed_from: 0,
             eager: false,
@@ -151,7 +154,7 @@ impl DedupTable {
             if v & PENDING != 0 {
                 return Lookup::Pending(v & !PENDING);
             }
-            // An evicted record's slot may linger in the map (see `purge_evicted`).
+            // An evicted record's slot may linger in the index (see `sweep_evicted`).
             if let Some(rec) = self.at(v) {
                 return Lookup::Applied(rec);
             }
@@ -273,7 +276,7 @@ impl DedupTable {
             }
         }
         self.unindexed_from = self.unindexed_from.max(self.first_seq);
-        self.purge_evicted();
+        self.sweep_evicted();
     }
 
     /// Point `id` at `seq` unless it already names a record still held (the first one wins).
@@ -295,22 +298,32 @@ impl DedupTable {
         }
     }
 
-    /// Drop the map's slots of evicted records once they make up half of it: one sequential
-    /// sweep every `max` writes instead of a random access per write. Evicted slots are
-    /// harmless meanwhile — a slot whose sequence number is before `first_seq` answers nothing
-    /// and is overwritten when its id comes back — but the map may hold up to twice `max` ids.
-    fn purge_evicted(&mut self) {
-        if self.map.len().saturating_sub(self.pending) > 2 * self.max.max(1) {
-            let first = self.first_seq;
-            // Pending marks have the top bit set: they stay.
-            self.map.retain(|v| v >= first);
+    /// Drop evicted records' slots from the index a few at a time: each insert sweeps on
+    /// through enough slots (`slots / max`, and the rest of a run) that the sweep goes round
+    /// the whole table every `max` inserts, so a slot left by an eviction is gone within `max`
+    /// more and the index holds at most `2 * max` ids beside the pending marks. Evicted slots
+    /// are harmless meanwhile — one whose sequence number is before `first_seq` answers nothing
+    /// and is overwritten when its id comes back. Removing each at eviction instead was a
+    /// random access into a table larger than the cache on every write (read ahead, still
+    /// 10% slower in `replica-bench`); sweeping the whole table once stale slots were half of
+    /// it stopped the primary for 10 ms every `max` writes at the default retention.
+    fn sweep_evicted(&mut self) {
+        // Nothing is stale while the index holds no more ids than the records it indexes.
+        let indexed = self.unindexed_from.saturating_sub(self.first_seq);
+        let held = self.map.len().saturating_sub(self.pending);
+        if held as u64 <= indexed {
+            return;
         }
+        let budget = self.map.slots() / self.max.max(1) + 1;
+        let first = self.first_seq;
+        // Pending marks have the top bit set: they stay.
+        self.sweep = self.map.retain_step(self.sweep, budget, |v| v >= first);
     }
 
     /// Index every record, and every later one as it comes: this replica is taking office
     /// and will look ids up on each write.
     ///
-    /// The map is sized once, here, for the most it holds between purges (`2 * max` ids):
+    /// The map is sized once, here, for the most it holds (`2 * max` ids, see `sweep_evicted`):
     /// growing it on the write path rehashed every id at each doubling — at the default
     /// retention the last doubling moved 460,000 ids at random addresses, a stall of 17–19 ms
     /// on the benchmark machine during which the primary took no write. Only the control bytes
@@ -325,7 +338,6 @@ impl DedupTable {
         }
         self.unindexed_from = seq;
         self.eager = true;
-        self.purge_evicted();
     }
 
     /// The whole table, oldest first, for a snapshot: shares the records' chunks (a pointer
@@ -469,7 +481,7 @@ mod tests {
     /// midway: the table answers exactly what the model holds, and its map never exceeds twice
     /// `max`.
     #[test]
-    fn matches_a_model_through_eviction_and_purges() {
+    fn matches_a_model_through_eviction_and_sweeps() {
         use crate::rng::Rng;
         for (max, index_at) in [(1, 0), (7, 0), (7, 500), (64, 3000), (64, usize::MAX)] {
             let mut rng = Rng::new(max as u64);
@@ -508,7 +520,7 @@ mod tests {
                     }
                 }
                 t.put(r);
-                assert!(t.map.len() <= 2 * max, "max {max} step {step}");
+                assert!(t.map.len() <= 2 * max + t.pending, "max {max} step {step}");
                 assert_eq!(t.len(), model.len());
                 for probe in 0..(3 * max as u128 + 5) {
                     let want = model.iter().find(|m| m.id == Uuid::from_u128(probe));
@@ -524,7 +536,7 @@ mod tests {
 
     /// Pending marks: a retry finds the index it waits on; applying replaces the mark with the
     /// record; a held result is never replaced by a mark; leaving office drops only marks;
-    /// marks neither trigger nor suffer the purge of evicted slots; a table that remembers
+    /// marks neither trigger nor suffer the sweep of evicted slots; a table that remembers
     /// nothing takes its marks back.
     #[test]
     fn pending_marks_give_way_to_records() {
@@ -543,7 +555,7 @@ mod tests {
         // A held result wins over a mark (a duplicate id in a new primary's unapplied suffix).
         t.mark_pending(Uuid::from_u128(1), 11);
         assert_eq!(t.find(&Uuid::from_u128(1)), Some(rec(1)));
-        // Many marks on a small table: no purge sweeps them, none is lost.
+        // Many marks on a small table: no sweep takes them, none is lost.
         for n in 100..200 {
             t.mark_pending(Uuid::from_u128(n), n as u64);
         }
@@ -577,9 +589,8 @@ mod tests {
             capacity >= 2_000,
             "sized for 2 * max at taking office: {capacity}"
         );
-        // Three times the retention: evictions, lingering slots, purges, pending marks. (The
-        // reported capacity may dip as purges leave tombstones; it must never rise, which is
-        // what a rehash into a larger table does.)
+        // Three times the retention: evictions, lingering slots, sweeps, pending marks. The
+        // capacity must never rise, which is what a rehash into a larger table does.
         for n in 0..3_000u128 {
             t.mark_pending(Uuid::from_u128(n + 1), n as u64 + 1);
             t.insert(rec(n + 1).as_ref());
@@ -603,7 +614,7 @@ mod tests {
         for n in 2500..3000 {
             t.put(rec(n));
         }
-        assert!(t.map.len() <= 2000, "evicted slots are purged");
+        assert!(t.map.len() <= 2000, "evicted slots are swept");
         assert!(t.find(&Uuid::from_u128(1999)).is_none());
         assert_eq!(t.find(&Uuid::from_u128(2999)), Some(rec(2999)));
     }

@@ -52,6 +52,8 @@ pub(crate) struct IdIndex {
     /// A power of two of them, at most half occupied.
     slots: Vec<Slot>,
     len: usize,
+    /// A run being swept (`retain_step`), kept for its allocation.
+    scratch: Vec<Slot>,
 }
 
 impl std::fmt::Debug for IdIndex {
@@ -68,6 +70,7 @@ impl Default for IdIndex {
         IdIndex {
             slots: vec![EMPTY; SLOTS_MIN],
             len: 0,
+            scratch: Vec::new(),
         }
     }
 }
@@ -184,29 +187,46 @@ impl IdIndex {
     }
 
     /// Keep only the ids for which `keep` says so, in place: one pass over the slots, a run of
-    /// occupied slots at a time (each run is emptied and its survivors put back, which can only
-    /// move them towards their home slots, within the run).
-    pub(crate) fn retain(&mut self, mut keep: impl FnMut(u64) -> bool) {
+    /// occupied slots at a time (see [`IdIndex::retain_step`]).
+    pub(crate) fn retain(&mut self, keep: impl FnMut(u64) -> bool) {
         if self.len == 0 {
             return;
         }
-        let mask = self.mask();
-        // Start just after a vacant slot, so that no run is split by the wrap-around. One
-        // exists: at most half the slots are occupied.
-        let Some(start) = self.slots.iter().position(|s| s.value == VACANT) else {
+        // Start just after a vacant slot, so that the pass ends on it, having split no run.
+        // One exists: at most half the slots are occupied.
+        let Some(vacant) = self.slots.iter().position(|s| s.value == VACANT) else {
             return;
         };
-        let mut run = Vec::new();
-        let mut i = (start + 1) & mask;
-        while i != start {
+        self.retain_step(vacant + 1, self.slots.len(), keep);
+    }
+
+    /// Keep only the ids for which `keep` says so, in the stretch of slots from `from` on: at
+    /// least `budget` slots, then to the end of the run it is in. Returns where the next step
+    /// starts. Stepping on from each return visits every slot, so a sweep can be spread over
+    /// many calls, with any other change between them: each step empties a stretch that ends
+    /// at a vacant slot and puts its survivors back by probing, which only moves them towards
+    /// their home slots, within the stretch (the slots before it stay as they were).
+    pub(crate) fn retain_step(
+        &mut self,
+        from: usize,
+        budget: usize,
+        mut keep: impl FnMut(u64) -> bool,
+    ) -> usize {
+        let mask = self.mask();
+        let mut i = from & mask;
+        let mut scanned = 0;
+        let mut run = std::mem::take(&mut self.scratch);
+        while scanned < budget {
             if self.slots[i].value == VACANT {
                 i = (i + 1) & mask;
+                scanned += 1;
                 continue;
             }
             while self.slots[i].value != VACANT {
                 run.push(self.slots[i]);
                 self.slots[i] = EMPTY;
                 i = (i + 1) & mask;
+                scanned += 1;
             }
             self.len -= run.len();
             for slot in run.drain(..) {
@@ -218,6 +238,14 @@ impl IdIndex {
                 }
             }
         }
+        self.scratch = run;
+        i
+    }
+
+    /// Slots in the table: a sweep that visits `slots() / n` of them per step covers the
+    /// whole table in `n` steps.
+    pub(crate) fn slots(&self) -> usize {
+        self.slots.len()
     }
 
     /// Make room for `additional` more ids without growing.
@@ -279,6 +307,7 @@ mod tests {
         Insert(u8, u64),
         Remove(u8),
         Retain(u64),
+        RetainStep(u16, u8, u64),
         Reserve(u16),
     }
 
@@ -287,6 +316,8 @@ mod tests {
             6 => (any::<u8>(), 0..1000u64).prop_map(|(k, v)| Op::Insert(k, v)),
             3 => any::<u8>().prop_map(Op::Remove),
             1 => (0..1000u64).prop_map(Op::Retain),
+            2 => (any::<u16>(), any::<u8>(), 0..1000u64)
+                .prop_map(|(from, budget, min)| Op::RetainStep(from, budget, min)),
             1 => any::<u16>().prop_map(|n| Op::Reserve(n % 600)),
         ]
     }
@@ -326,6 +357,13 @@ mod tests {
                         index.retain(|v| v >= min);
                         model.retain(|_, v| *v >= min);
                     }
+                    Op::RetainStep(from, budget, min) => {
+                        // Sweeping only part of the table: the ids it passed over that fail
+                        // the test are gone, the rest untouched. Which were passed over is the
+                        // index's business, so the model learns it from the index.
+                        index.retain_step(usize::from(from), usize::from(budget), |v| v >= min);
+                        model.retain(|id, v| *v >= min || index.get(id).is_some());
+                    }
                     Op::Reserve(n) => {
                         index.reserve(usize::from(n));
                         prop_assert!(index.capacity() >= index.len() + usize::from(n));
@@ -333,6 +371,30 @@ mod tests {
                 }
                 check(&index, &model);
             }
+        }
+    }
+
+    /// Steps of a sweep, each starting where the last one ended, cover the whole table: once
+    /// they have passed `slots()` slots, every id that fails the test is gone.
+    #[test]
+    fn a_sweep_in_steps_covers_the_table() {
+        let mut index = IdIndex::default();
+        for v in 0..100u64 {
+            let id = Uuid::from_u64_pair(v, v);
+            if let Probe::Vacant(at) = index.probe(&id) {
+                index.insert_at(at, id, v);
+            }
+        }
+        let (mut at, mut passed) = (5, 0);
+        while passed < index.slots() {
+            let next = index.retain_step(at, 3, |v| v >= 50);
+            passed += (next.wrapping_sub(at) & index.mask()).max(1);
+            at = next;
+        }
+        assert_eq!(index.len(), 50);
+        for v in 0..100u64 {
+            let want = (v >= 50).then_some(v);
+            assert_eq!(index.get(&Uuid::from_u64_pair(v, v)), want, "{v}");
         }
     }
 
