@@ -80,6 +80,8 @@ pub struct Config {
     /// 100 µs. Only load rearms the polls — at least 16 writes waiting on a primary, an append
     /// of at least 16 entries at a secondary — and a primary whose pipeline drains stops at once:
     /// an idle replica, or one taking a few writes at a time, sleeps as it would without polling.
+    /// Nor does a replica poll while tasks wait in the runtime's shared queue: its worker is
+    /// busy then, and the polls would hold those tasks back.
     /// `NodeMetrics::idle_polls` counts the polls made. Measured on two vCPUs
     /// (benches/README.md), three replicas in one process: idle, 1.3% of a core either way; at
     /// 1,000 paced writes/s 8% (7% with 0); at 10,000/s 16% (14%); at 50,000/s 38% (22%); flat
