@@ -319,9 +319,9 @@ impl Chunk {
 
 /// The dedup table's records, oldest first, in shared chunks of 1,024.
 ///
-/// Why chunks: a snapshot holds the whole table (up to `Config::dedup_entries_max` records, 12 MB
-/// at the default with empty outputs). Copying it at every snapshot stalled the replica for milliseconds and held
-/// the table twice in memory; a clone of this type shares every full chunk and copies only the
+/// Why chunks: a snapshot holds the whole table (up to `Config::dedup_entries_max` records,
+/// 12 MB at the default with empty outputs). Copying it at every snapshot stalled the replica
+/// for milliseconds and held the table twice in memory; a clone of this type shares every full chunk and copies only the
 /// records of the chunk being filled (fewer than 1,024).
 ///
 /// Why outputs in a chunk buffer rather than one `Bytes` each: a record then has no drop glue,

@@ -326,8 +326,7 @@ impl DedupTable {
     /// The map is sized once, here, for the most it holds (`2 * max` ids, see `sweep_evicted`):
     /// growing it on the write path rehashed every id at each doubling — at the default
     /// retention the last doubling moved 460,000 ids at random addresses, a stall of 17–19 ms
-    /// on the benchmark machine during which the primary took no write. Only the control bytes
-    /// (one per slot) are written up front; the slots' pages are touched as ids arrive.
+    /// on the benchmark machine during which the primary took no write.
     pub(crate) fn index_all(&mut self) {
         let capacity = self.max.saturating_mul(2);
         self.map.reserve(capacity.saturating_sub(self.map.len()));
@@ -579,7 +578,7 @@ mod tests {
         assert!(none.map.is_empty() && none.pending == 0);
     }
 
-    /// A secondary that takes office with a full, never-indexed table finds every id in it.
+    /// Sized at taking office, the index never grows while the table runs at its retention.
     #[test]
     fn an_indexed_table_never_grows_its_map() {
         let mut t = DedupTable::new(1_000);
@@ -599,6 +598,7 @@ mod tests {
         assert_eq!(t.len(), 1_000);
     }
 
+    /// A secondary that takes office with a full, never-indexed table finds every id in it.
     #[test]
     fn late_index_finds_everything_held() {
         let mut t = DedupTable::new(1000);

@@ -231,10 +231,8 @@ impl IdIndex {
             self.len -= run.len();
             for slot in run.drain(..) {
                 if keep(slot.value) {
-                    if let Probe::Vacant(at) = self.probe(&slot.id) {
-                        self.slots[at] = slot;
-                        self.len += 1;
-                    }
+                    self.place(slot);
+                    self.len += 1;
                 }
             }
         }
@@ -276,9 +274,15 @@ impl IdIndex {
     fn resize(&mut self, slots: usize) {
         let old = std::mem::replace(&mut self.slots, vec![EMPTY; slots]);
         for slot in old.into_iter().filter(|s| s.value != VACANT) {
-            if let Probe::Vacant(at) = self.probe(&slot.id) {
-                self.slots[at] = slot;
-            }
+            self.place(slot);
+        }
+    }
+
+    /// Put an occupied slot taken out of the table (which never holds its id) back at the first
+    /// vacant slot from its home. Does not count it.
+    fn place(&mut self, slot: Slot) {
+        if let Probe::Vacant(at) = self.probe(&slot.id) {
+            self.slots[at] = slot;
         }
     }
 }

@@ -111,7 +111,11 @@ fn last_seq(out: &[Output<R>]) -> u64 {
 
 /// A replica with an empty store, the test configuration and a key-value machine.
 fn new_replica(start: Start) -> Replica<KvMachine, R> {
-    Replica::new(start, cfg(), KvMachine::default(), Recovered::default(), 0).unwrap()
+    new_replica_with(start, cfg())
+}
+
+fn new_replica_with(start: Start, config: Config) -> Replica<KvMachine, R> {
+    Replica::new(start, config, KvMachine::default(), Recovered::default(), 0).unwrap()
 }
 
 /// Boot `p` as the initial primary and complete every storage operation it asks for.
@@ -120,14 +124,7 @@ fn booted_primary() -> Replica<KvMachine, R> {
 }
 
 fn booted_primary_with(config: Config) -> Replica<KvMachine, R> {
-    let mut p = Replica::new(
-        start("p", true),
-        config,
-        KvMachine::default(),
-        Recovered::default(),
-        0,
-    )
-    .unwrap();
+    let mut p = new_replica_with(start("p", true), config);
     for _ in 0..4 {
         let out = p.take_outputs();
         if stores(&out).is_empty() {

@@ -117,14 +117,13 @@ impl MemLogStore {
             )));
         }
         let mut inner = self.lock();
-        inner.make_durable();
         inner.snapshot = Some(snapshot);
-        // Sorted by index: cut the covered prefix instead of testing each entry. Everything
-        // is durable at this point, so the mark follows the length.
+        // Sorted by index: cut the covered prefix instead of testing each entry.
         let covered = inner
             .entries
             .partition_point(|e| e.index <= compact_through);
         inner.entries.drain(..covered);
+        // Like any save, this one makes the appends before it durable.
         inner.make_durable();
         inner.recompute_next();
         Ok(())
