@@ -57,14 +57,6 @@ impl Hasher for IdHasher {
     }
 }
 
-/// Marks a map value as a pending write's log index rather than a record's sequence number.
-const PENDING: u64 = 1 << 63;
-
-/// Whether a map value names a record still held: not a pending mark, not an evicted slot.
-fn holds_record(value: u64, first_seq: u64) -> bool {
-    value & PENDING == 0 && value >= first_seq
-}
-
 /// What a [`DedupTable`] knows of an id.
 #[derive(Debug, PartialEq)]
 pub(crate) enum Lookup<'a> {
@@ -80,11 +72,18 @@ pub(crate) enum Lookup<'a> {
 ///
 /// Records live in a ring in apply order (appended and evicted sequentially, so cache- and
 /// page-friendly), in shared chunks ([`DedupRecords`]) so that a snapshot shares them instead of
-/// copying the table; the index ([`IdIndex`], open addressing) only holds id → sequence number,
-/// 24 bytes a slot. With records in the map itself each insert wrote 80 bytes at a random
-/// address and every growth rehashed them all: in the replication benchmark that was a quarter
-/// of the write path. The runtime [warms](DedupTable::warm) the index slot of every write of a
-/// turn before the first is stepped, so that the probes' cache misses overlap.
+/// copying the table; the index ([`IdIndex`], open addressing) only holds id → log index, 24
+/// bytes a slot. With records in the map itself each insert wrote 80 bytes at a random address
+/// and every growth rehashed them all: in the replication benchmark that was a quarter of the
+/// write path. The runtime [warms](DedupTable::warm) the index slot of every write of a turn
+/// before the first is stepped, so that the probes' cache misses overlap.
+///
+/// The index maps an id to the log index of the entry that carries it, whether that entry is
+/// applied or not: where that index stands against the ring tells which it is (see
+/// [`DedupTable::next_index`]). So the pending mark a primary [claims](DedupTable::claim) for a
+/// write already names its record once the write is applied, and applying it
+/// ([`DedupTable::insert_claimed`]) touches only the ring — no second probe into a table larger
+/// than the cache, which had been a tenth of the primary's write path (`replica-bench -m 1`).
 ///
 /// The map is an index, and only the primary looks ids up. A secondary therefore keeps just the
 /// ring and indexes it when it takes office ([`DedupTable::index_all`]: one pass over at most
@@ -98,19 +97,30 @@ pub(crate) enum Lookup<'a> {
 /// cost on the primary.
 #[derive(Debug)]
 pub(crate) struct DedupTable {
-    /// Id → sequence number of its first record, for the records before `unindexed_from`; or,
-    /// on a primary, id → `PENDING | log index` for a write appended and not yet applied.
+    /// Id → log index of the entry that carries it: a record (`evicted_below <= index <
+    /// next_index`), a pending mark (`index >= next_index`, on a primary: appended, not yet
+    /// applied) or a slot an evicted record left behind (`index < evicted_below`). Holds the
+    /// records before `unindexed_from`.
     map: IdIndex,
-    /// Records in apply order, oldest first: the eviction order.
+    /// Records in apply order, oldest first: the eviction order. Their log indices increase.
     records: DedupRecords,
     /// Pending marks in `map`.
     pending: usize,
     /// Where the sweep of evicted slots goes on from (`sweep_evicted`).
     sweep: usize,
+    /// The index's slots, and how many the sweep visits per insert: enough to go round the
+    /// index every `max` inserts (cached: a division per insert showed in profiles).
+    sweep_budget: (usize, usize),
     /// Sequence number of `records[0]`.
     first_seq: u64,
     /// Records from this sequence number on are not in `map`.
     unindexed_from: u64,
+    /// One past the log index of the newest record: every index below it that a write holds
+    /// was applied (entries apply in order, and each applied write leaves a record), none from
+    /// it on was.
+    next_index: LogIndex,
+    /// One past the log index of the newest evicted record: map values below it are stale.
+    evicted_below: LogIndex,
     /// Index every record as it is inserted (set by `index_all`, kept from then on).
     eager: bool,
     max: usize,
@@ -123,8 +133,11 @@ impl DedupTable {
             records: DedupRecords::new(),
             pending: 0,
             sweep: 0,
+            sweep_budget: (0, 1),
             first_seq: 0,
             unindexed_from: 0,
+            next_index: 0,
+            evicted_below: 0,
             eager: false,
             max,
         }
@@ -134,9 +147,38 @@ impl DedupTable {
         self.first_seq + self.records.len() as u64
     }
 
-    fn at(&self, seq: u64) -> Option<DedupRecordRef<'_>> {
-        let offset = usize::try_from(seq.checked_sub(self.first_seq)?).ok()?;
-        self.records.get(offset)
+    /// Whether a map value names a record still held (not a pending mark, not evicted).
+    fn holds(&self, index: LogIndex) -> bool {
+        index >= self.evicted_below && index < self.next_index
+    }
+
+    /// The record of the write at log `index`, if held. Indices increase along the ring and
+    /// only configuration entries (which leave no record) skip one, so the record sits at or
+    /// just before the offset it would have without them: one read in the common case, a
+    /// binary search otherwise.
+    fn record_at(&self, index: LogIndex) -> Option<DedupRecordRef<'_>> {
+        if !self.holds(index) {
+            return None;
+        }
+        let len = self.records.len();
+        let back = usize::try_from(self.next_index - 1 - index).ok()?;
+        let at_index = |o: usize| self.records.get(o).map(|r| r.index);
+        if let Some(guess) = len.checked_sub(1 + back) {
+            let before = guess.checked_sub(1).and_then(at_index);
+            if at_index(guess) == Some(index) && before.is_none_or(|b| b < index) {
+                return self.records.get(guess);
+            }
+        }
+        let (mut lo, mut hi) = (0, len);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if at_index(mid).is_some_and(|i| i < index) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        self.records.get(lo).filter(|r| r.index == index)
     }
 
     /// The first result of `id`, if it is held (a write only pending has none yet).
@@ -151,11 +193,11 @@ impl DedupTable {
     /// nothing. One probe of the map on an indexed table.
     pub(crate) fn lookup(&self, id: &Uuid) -> Lookup<'_> {
         if let Some(v) = self.map.get(id) {
-            if v & PENDING != 0 {
-                return Lookup::Pending(v & !PENDING);
+            if v >= self.next_index {
+                return Lookup::Pending(v);
             }
             // An evicted record's slot may linger in the index (see `sweep_evicted`).
-            if let Some(rec) = self.at(v) {
+            if let Some(rec) = self.record_at(v) {
                 return Lookup::Applied(rec);
             }
         }
@@ -174,23 +216,23 @@ impl DedupTable {
     /// held keeps it (the first result wins). Only an indexed table (a primary's) keeps marks.
     pub(crate) fn mark_pending(&mut self, id: Uuid, index: LogIndex) {
         match self.map.probe(&id) {
-            Probe::Found(at) if holds_record(self.map.value(at), self.first_seq) => {}
+            Probe::Found(at) if self.holds(self.map.value(at)) => {}
             Probe::Found(at) => {
-                if self.map.set(at, PENDING | index) & PENDING == 0 {
+                if self.map.set(at, index) < self.next_index {
                     self.pending += 1;
                 }
             }
             Probe::Vacant(at) => {
-                self.map.insert_at(at, id, PENDING | index);
+                self.map.insert_at(at, id, index);
                 self.pending += 1;
             }
         }
     }
 
     /// What the table knows of `id` (as [`DedupTable::lookup`]), and if nothing, mark it
-    /// pending at `index` in the same probe: the write path's one hash operation before the
-    /// entry is appended. A caller that then does not append takes the mark back with
-    /// [`DedupTable::unclaim`].
+    /// pending at `index` in the same probe: the write path's one hash operation. A caller
+    /// that then does not append takes the mark back with [`DedupTable::unclaim`]; one that
+    /// does applies the write with [`DedupTable::insert_claimed`].
     pub(crate) fn claim(&mut self, id: Uuid, index: LogIndex) -> Lookup<'_> {
         if !self.eager {
             // Only a primary claims, and taking office indexed its table already.
@@ -199,30 +241,29 @@ impl DedupTable {
         let held = match self.map.probe(&id) {
             Probe::Found(at) => {
                 let value = self.map.value(at);
-                if value & PENDING != 0 {
-                    return Lookup::Pending(value & !PENDING);
+                if value >= self.next_index {
+                    return Lookup::Pending(value);
                 }
-                if holds_record(value, self.first_seq) {
+                if self.record_at(value).is_some() {
                     Some(value)
                 } else {
                     // A slot an evicted record left behind: the id is new again.
-                    self.map.set(at, PENDING | index);
+                    self.map.set(at, index);
                     None
                 }
             }
             Probe::Vacant(at) => {
-                self.map.insert_at(at, id, PENDING | index);
+                self.map.insert_at(at, id, index);
                 None
             }
         };
-        let Some(seq) = held else {
+        let Some(value) = held else {
             self.pending += 1;
             return Lookup::Unknown;
         };
-        match self.at(seq) {
-            Some(rec) => Lookup::Applied(rec),
-            None => Lookup::Unknown,
-        }
+        // Found just above; nothing changed since.
+        self.record_at(value)
+            .map_or(Lookup::Unknown, Lookup::Applied)
     }
 
     /// Read the index where `id` would be, so that a probe soon after finds it in the cache.
@@ -236,7 +277,7 @@ impl DedupTable {
     /// appended after all, or a write applied by a table that remembers nothing.
     pub(crate) fn unclaim(&mut self, id: &Uuid) {
         if let Probe::Found(at) = self.map.probe(id) {
-            if self.map.value(at) & PENDING != 0 {
+            if self.map.value(at) >= self.next_index {
                 self.map.remove_at(at);
                 self.pending -= 1;
             }
@@ -246,7 +287,8 @@ impl DedupTable {
     /// Forget every pending mark (this replica is leaving office: what it appended may be
     /// replaced, and the next primary tracks its own).
     pub(crate) fn clear_pending(&mut self) {
-        self.map.retain(|v| v & PENDING == 0);
+        let next = self.next_index;
+        self.map.retain(|v| v < next);
         self.pending = 0;
     }
 
@@ -261,16 +303,42 @@ impl DedupTable {
         // Unindexed, a duplicate is kept: the primary never appends an id it still remembers,
         // so one here means a broken log, and `index_all` keeps the first record for it, like
         // the indexed path.
-        if self.eager && !self.index(rec.id, self.end_seq()) {
+        if self.eager && !self.index(rec.id, rec.index) {
             return;
         }
+        self.push(rec);
+    }
+
+    /// Remember the result of a write this table [claimed](DedupTable::claim) at `rec.index`
+    /// (the claim returned `Unknown` and the write was appended there): its pending mark
+    /// already names the record, so the index is not touched.
+    ///
+    /// The caller vouches for the claim (the primary knows it by the client waiting at that
+    /// index); a write appended otherwise goes through [`DedupTable::insert`].
+    pub(crate) fn insert_claimed(&mut self, rec: DedupRecordRef<'_>) {
+        if self.max == 0 {
+            self.unclaim(&rec.id);
+            return;
+        }
+        debug_assert_eq!(self.map.get(&rec.id), Some(rec.index), "not claimed here");
+        self.pending = self.pending.saturating_sub(1);
+        self.push(rec);
+    }
+
+    /// Append a record the index already agrees with, evict past the bound, sweep.
+    fn push(&mut self, rec: DedupRecordRef<'_>) {
+        self.next_index = self.next_index.max(rec.index + 1);
         self.records.push(rec);
         if self.eager {
             self.unindexed_from = self.end_seq();
         }
         while self.records.len() > self.max {
             // The map keeps the evicted id's slot for now: removing it here would cost a
-            // random access into a table larger than the cache on every write.
+            // random access into a table larger than the cache on every write. Reading the
+            // oldest record's index is a sequential read (the ring is evicted in order).
+            if let Some(oldest) = self.records.get(0).map(|r| r.index) {
+                self.evicted_below = self.evicted_below.max(oldest + 1);
+            }
             if self.records.pop_front() {
                 self.first_seq += 1;
             }
@@ -279,20 +347,21 @@ impl DedupTable {
         self.sweep_evicted();
     }
 
-    /// Point `id` at `seq` unless it already names a record still held (the first one wins).
-    /// A slot left by an evicted record counts as free: its id is new again, and a pending mark
-    /// gives way to the record. Returns whether `id` now points at `seq`.
-    fn index(&mut self, id: Uuid, seq: u64) -> bool {
+    /// Point `id` at the record at log `index` unless it already names a record still held
+    /// (the first one wins). A slot left by an evicted record counts as free: its id is new
+    /// again, and a pending mark gives way to the record. Returns whether `id` now points at
+    /// `index`.
+    fn index(&mut self, id: Uuid, index: LogIndex) -> bool {
         match self.map.probe(&id) {
-            Probe::Found(at) if holds_record(self.map.value(at), self.first_seq) => false,
+            Probe::Found(at) if self.holds(self.map.value(at)) => false,
             Probe::Found(at) => {
-                if self.map.set(at, seq) & PENDING != 0 {
+                if self.map.set(at, index) >= self.next_index {
                     self.pending -= 1;
                 }
                 true
             }
             Probe::Vacant(at) => {
-                self.map.insert_at(at, id, seq);
+                self.map.insert_at(at, id, index);
                 true
             }
         }
@@ -302,11 +371,11 @@ impl DedupTable {
     /// through enough slots (`slots / max`, and the rest of a run) that the sweep goes round
     /// the whole table every `max` inserts, so a slot left by an eviction is gone within `max`
     /// more and the index holds at most `2 * max` ids beside the pending marks. Evicted slots
-    /// are harmless meanwhile — one whose sequence number is before `first_seq` answers nothing
-    /// and is overwritten when its id comes back. Removing each at eviction instead was a
-    /// random access into a table larger than the cache on every write (read ahead, still
-    /// 10% slower in `replica-bench`); sweeping the whole table once stale slots were half of
-    /// it stopped the primary for 10 ms every `max` writes at the default retention.
+    /// are harmless meanwhile — one whose index is below `evicted_below` answers nothing and
+    /// is overwritten when its id comes back. Removing each at eviction instead was a random
+    /// access into a table larger than the cache on every write (read ahead, still 10% slower
+    /// in `replica-bench`); sweeping the whole table once stale slots were half of it stopped
+    /// the primary for 10 ms every `max` writes at the default retention.
     fn sweep_evicted(&mut self) {
         // Nothing is stale while the index holds no more ids than the records it indexes.
         let indexed = self.unindexed_from.saturating_sub(self.first_seq);
@@ -314,10 +383,15 @@ impl DedupTable {
         if held as u64 <= indexed {
             return;
         }
-        let budget = self.map.slots() / self.max.max(1) + 1;
-        let first = self.first_seq;
-        // Pending marks have the top bit set: they stay.
-        self.sweep = self.map.retain_step(self.sweep, budget, |v| v >= first);
+        if self.sweep_budget.0 != self.map.slots() {
+            // The index grew (pending marks beyond what taking office sized it for).
+            self.sweep_budget = (self.map.slots(), self.map.slots() / self.max.max(1) + 1);
+        }
+        let first = self.evicted_below;
+        // Pending marks are above every record: they stay.
+        self.sweep = self
+            .map
+            .retain_step(self.sweep, self.sweep_budget.1, |v| v >= first);
     }
 
     /// Index every record, and every later one as it comes: this replica is taking office
@@ -331,12 +405,17 @@ impl DedupTable {
         let capacity = self.max.saturating_mul(2);
         self.map.reserve(capacity.saturating_sub(self.map.len()));
         let mut seq = self.unindexed_from.max(self.first_seq);
-        while let Some(id) = self.at(seq).map(|r| r.id) {
-            self.index(id, seq);
+        while let Some((id, index)) = self.at(seq).map(|r| (r.id, r.index)) {
+            self.index(id, index);
             seq += 1;
         }
         self.unindexed_from = seq;
         self.eager = true;
+    }
+
+    fn at(&self, seq: u64) -> Option<DedupRecordRef<'_>> {
+        let offset = usize::try_from(seq.checked_sub(self.first_seq)?).ok()?;
+        self.records.get(offset)
     }
 
     /// The whole table, oldest first, for a snapshot: shares the records' chunks (a pointer
@@ -352,9 +431,14 @@ impl DedupTable {
         }
         self.map.clear();
         self.pending = 0;
-        self.records = records;
         self.first_seq = 0;
         self.unindexed_from = 0;
+        self.evicted_below = records.get(0).map_or(0, |r| r.index);
+        self.next_index = match records.len().checked_sub(1) {
+            Some(last) => records.get(last).map_or(0, |r| r.index + 1),
+            None => 0,
+        };
+        self.records = records;
         if self.eager {
             self.index_all();
         }
@@ -499,17 +583,23 @@ mod tests {
                     // Never asked of an unindexed table: a log never repeats an id it holds.
                     continue;
                 }
+                let mut claimed = false;
                 if t.eager {
                     // The write path's probe: the held record, or a pending mark that the
-                    // record then replaces (or that is taken back first, as for a refusal).
+                    // record then fills (or that is taken back first, as for a refusal, and
+                    // the record inserted as one that was not claimed).
                     let first = model.iter().find(|m| m.id == r.id).cloned();
                     match t.claim(r.id, step as u64) {
                         Lookup::Applied(rec) => assert_eq!(Some(rec.to_record()), first),
-                        Lookup::Unknown => assert_eq!(first, None, "max {max} step {step}"),
+                        Lookup::Unknown => {
+                            assert_eq!(first, None, "max {max} step {step}");
+                            claimed = true;
+                        }
                         Lookup::Pending(i) => panic!("a mark left behind at {i}"),
                     }
-                    if step % 3 == 0 {
+                    if step % 3 == 0 && claimed {
                         t.unclaim(&r.id);
+                        claimed = false;
                     }
                 }
                 if !held {
@@ -518,7 +608,12 @@ mod tests {
                         model.pop_front();
                     }
                 }
-                t.put(r);
+                if claimed {
+                    assert_eq!(t.lookup(&r.id), Lookup::Pending(step as u64));
+                    t.insert_claimed(r.as_ref());
+                } else {
+                    t.put(r);
+                }
                 assert!(t.map.len() <= 2 * max + t.pending, "max {max} step {step}");
                 assert_eq!(t.len(), model.len());
                 for probe in 0..(3 * max as u128 + 5) {
@@ -576,6 +671,36 @@ mod tests {
         none.mark_pending(Uuid::from_u128(5), 1);
         none.put(rec(5));
         assert!(none.map.is_empty() && none.pending == 0);
+    }
+
+    /// Configuration entries leave holes in the records' log indices: every record is still
+    /// found by the index its id maps to, before and after evictions, and a claimed write's
+    /// mark turns into its record without the index being touched.
+    #[test]
+    fn records_are_found_across_gaps_in_the_log() {
+        let mut t = DedupTable::new(50);
+        t.index_all();
+        let mut held = VecDeque::new();
+        let mut index = 0;
+        for n in 1..=200u128 {
+            // A configuration entry now and then: one or several indices without a record.
+            index += 1 + (n % 7 == 0) as u64 + 3 * (n % 31 == 0) as u64;
+            let mut r = rec(n);
+            r.index = index;
+            assert_eq!(t.claim(r.id, index), Lookup::Unknown);
+            assert_eq!(t.lookup(&r.id), Lookup::Pending(index));
+            t.insert_claimed(r.as_ref());
+            held.push_back(r);
+            if held.len() > 50 {
+                held.pop_front();
+            }
+            for h in &held {
+                assert_eq!(t.find(&h.id), Some(h.clone()), "write {n}");
+            }
+            assert_eq!(t.find(&Uuid::from_u128(n.saturating_sub(50))), None);
+        }
+        assert_eq!(t.pending, 0);
+        assert!(t.map.len() <= 100);
     }
 
     /// Sized at taking office, the index never grows while the table runs at its retention.

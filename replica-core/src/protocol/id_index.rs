@@ -20,7 +20,7 @@ use uuid::Uuid;
 use super::dedup::IdHasher;
 
 /// A slot's value when the slot is vacant. Stored values must differ from it: the dedup table
-/// stores sequence numbers and `PENDING | log index`, both below `u64::MAX`.
+/// stores log indices, below `u64::MAX`.
 const VACANT: u64 = u64::MAX;
 
 /// Fewest slots a table has (a power of two).

@@ -1117,12 +1117,21 @@ impl<S: StateMachine, R> Replica<S, R> {
             };
             self.applied = pos;
             if let Some(output) = output {
-                self.dedup.insert(DedupRecordRef {
+                let rec = DedupRecordRef {
                     id,
                     index: pos.index,
                     lamport: pos.lamport,
                     output: &output,
-                });
+                };
+                // A client waiting at this index means this primary claimed the id there
+                // (`on_write`): the index already points at the record.
+                let claimed = self.role == Role::Primary
+                    && self.waiters.front().is_some_and(|(i, _)| *i == pos.index);
+                if claimed {
+                    self.dedup.insert_claimed(rec);
+                } else {
+                    self.dedup.insert(rec);
+                }
                 if self.role == Role::Primary {
                     self.answer_waiters(Written {
                         index: pos.index,
