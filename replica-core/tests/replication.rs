@@ -88,6 +88,35 @@ async fn a_crowd_of_writers_is_not_polled_past() {
     );
 }
 
+/// A turn that takes more writes than `TURN_SEND_INPUTS` (128) sends the first of them while
+/// it steps the rest, instead of one batch at the end: 300 writers that all write at once (on
+/// one thread, their 300 writes reach the primary before it takes any) go out in appends of at
+/// most 128 entries. Seen: 6 appends for 600 entries; 2 of 300 each when a turn sent only at
+/// its end.
+#[tokio::test(start_paused = true)]
+async fn a_long_turn_sends_its_first_writes_early() {
+    let cluster = Cluster::start_with(3, Config::default(), 12).await;
+    cluster.wait_in_sync(3).await;
+    let primary = cluster.primary().await.unwrap();
+    let metrics = || {
+        let node = cluster.node(&primary).unwrap();
+        let h = &node.metrics().append_batch_entries;
+        (h.count(), h.sum())
+    };
+    let (count0, sum0) = metrics();
+    concurrent_writes(&cluster, 300, 1).await;
+    let (count, sum) = metrics();
+    let (appends, entries) = (count - count0, sum - sum0);
+    assert!(
+        entries >= 600.0,
+        "each write went to both secondaries: {entries} entries"
+    );
+    assert!(
+        entries / appends as f64 <= 128.0,
+        "{entries} entries in {appends} appends"
+    );
+}
+
 /// `clients` concurrent writers, `each` puts apiece to keys of their own; all succeed.
 async fn concurrent_writes(cluster: &Cluster, clients: usize, each: usize) {
     let mut tasks = Vec::new();

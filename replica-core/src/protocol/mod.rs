@@ -585,6 +585,15 @@ impl<S: StateMachine, R> Replica<S, R> {
         self.waiters.len() + self.late_waiters.len()
     }
 
+    /// Whether an append could leave now: this replica is the primary and some secondary has
+    /// an append slot free. The runtime sends a long turn's batch as soon as it is large
+    /// enough when this holds, so the secondaries work on it while the primary takes the rest
+    /// of the turn (`node.rs`, `TURN_SEND_INPUTS`).
+    pub fn can_send_append(&self) -> bool {
+        let depth_max = u32::try_from(self.cfg.appends_in_flight_max.max(1)).unwrap_or(u32::MAX);
+        self.role == Role::Primary && self.followers.values().any(|f| f.has_slot(depth_max))
+    }
+
     /// This replica's role now.
     pub fn role(&self) -> Role {
         self.role

@@ -60,6 +60,11 @@ impl Follower {
         }
     }
 
+    /// Whether another append may be sent to it now (fewer than `depth_max` outstanding).
+    pub(super) fn has_slot(&self, depth_max: u32) -> bool {
+        self.in_flight < depth_max
+    }
+
     /// Forget what we knew: the process restarted and may have lost unsynced entries.
     pub(super) fn reset(&mut self, last_index: LogIndex, now: u64) {
         let last_ack = self.last_ack;
