@@ -47,7 +47,7 @@ pub use node::{LocalWriteError, Node, NodeError, NodeHandle, NodeOptions};
 pub use protocol::{Event, Replica, Status};
 pub use state_machine::{SnapshotError, StateMachine};
 pub use storage::{LogStore, Recovered, StorageError, StoreOp};
-pub use transport::{Handler, NodeStopped, Transport, TransportError};
+pub use transport::{HandleError, Handler, NodeStopped, Transport, TransportError};
 pub use types::{Entry, Epoch, Lamport, LogIndex, LogPos, NodeId, Role};
 
 #[cfg(feature = "testing")]

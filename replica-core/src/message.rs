@@ -380,6 +380,16 @@ pub fn decode(bytes: &[u8]) -> Result<Message, CodecError> {
     decode_serde(rest)
 }
 
+/// Whether `bytes` (as [`encode`] makes them) hold an append, from the header alone: the
+/// runtime hands appends to the receiving replica undecoded (`Handler::handle_encoded`).
+/// False for anything else, including bytes that are not a message at all.
+pub fn is_append(bytes: &[u8]) -> bool {
+    match bytes.split_first() {
+        Some((&WIRE_VERSION, rest)) => append_codec::is_append(rest),
+        _ => false,
+    }
+}
+
 /// The postcard half of [`decode`]: the bytes after the version byte.
 fn decode_serde(rest: &[u8]) -> Result<Message, CodecError> {
     postcard::from_bytes(rest).map_err(|e| CodecError::Malformed(e.to_string()))
@@ -548,6 +558,21 @@ mod tests {
                     _ => bytes.push(byte),
                 }
                 prop_assert_eq!(decode(&bytes).ok(), postcard_decode(&bytes));
+                // Bytes routed as an append (`is_append`) decode to an append or not at all:
+                // the runtime takes any other message, a write batch above all, another way.
+                if is_append(&bytes) {
+                    let decoded = decode(&bytes);
+                    prop_assert!(
+                        matches!(&decoded, Err(_) | Ok(Message { body: Body::Append(_), .. })),
+                        "routed as an append: {:?}", decoded
+                    );
+                }
+            }
+
+            /// Every append is recognised from its header.
+            #[test]
+            fn appends_are_recognised_by_their_header(msg in any_append()) {
+                prop_assert!(is_append(&encode(&msg).unwrap()));
             }
         }
 
@@ -563,6 +588,29 @@ mod tests {
             bytes.insert(2, 0);
             assert_eq!(decode(&bytes).ok(), postcard_decode(&bytes));
         }
+    }
+
+    /// Other messages, and bytes that are no message, are not taken for appends.
+    #[test]
+    fn only_appends_are_recognised_as_appends() {
+        let mut msg = sample();
+        for body in [
+            Body::Write(WriteRequest {
+                id: Uuid::from_u128(1),
+                command: Bytes::from_static(b"w"),
+            }),
+            Body::WriteBatch(vec![]),
+            Body::Announce,
+        ] {
+            msg.body = body;
+            assert!(!is_append(&encode(&msg).unwrap()), "{}", msg.body.kind());
+        }
+        assert!(!is_append(&[]));
+        assert!(!is_append(&[WIRE_VERSION]));
+        let mut bytes = encode(&sample()).unwrap();
+        assert!(is_append(&bytes));
+        bytes[0] = WIRE_VERSION + 1;
+        assert!(!is_append(&bytes), "another wire version");
     }
 
     #[test]

@@ -34,12 +34,12 @@ use tokio::time::{Instant, MissedTickBehavior};
 use uuid::Uuid;
 
 use crate::config::Config;
-use crate::message::{self, Body, Message, WriteError, WriteRequest};
+use crate::message::{self, Body, CodecError, Message, WriteError, WriteRequest};
 use crate::metrics::NodeMetrics;
 use crate::protocol::{CallKind, Event, Input, Output, RecoveryError, Replica, Start, Status};
 use crate::state_machine::StateMachine;
 use crate::storage::{LogStore, StorageError, StoreOp};
-use crate::transport::{Handler, NodeStopped, Transport};
+use crate::transport::{HandleError, Handler, NodeStopped, Transport};
 use crate::types::{NodeId, Role};
 
 /// How many queued inputs the core task processes before executing outputs. Bounds the latency
@@ -76,7 +76,28 @@ const IO_POLL_COST: u32 = 8;
 const LOCAL_CLIENT: NodeId = NodeId::from_static("local");
 
 /// The reply token the runtime hands the core: where the answer goes.
-type Responder = oneshot::Sender<Message>;
+enum Responder {
+    /// To a caller that takes the reply as it is (a local call, or a transport that decoded
+    /// the request itself).
+    Message(oneshot::Sender<Message>),
+    /// To a caller that takes it encoded ([`Handler::handle_encoded`]): encoded here, on the
+    /// replica's task, as the request was decoded.
+    Encoded(oneshot::Sender<Result<Vec<u8>, CodecError>>),
+}
+
+impl Responder {
+    fn send(self, msg: Message) {
+        // A caller that gave up waiting is no error of ours.
+        match self {
+            Responder::Message(tx) => {
+                let _ = tx.send(msg);
+            }
+            Responder::Encoded(tx) => {
+                let _ = tx.send(message::encode(&msg));
+            }
+        }
+    }
+}
 
 /// Outbound calls in flight, each resolving to the input its outcome feeds the replica, and
 /// when an append was sent (to time its round trip).
@@ -92,6 +113,11 @@ enum StoreDriver<L> {
 
 enum Cmd<S> {
     Input(Input<Responder>),
+    /// A request as it came over the transport, decoded by the core when it takes it.
+    Encoded {
+        bytes: Vec<u8>,
+        reply: oneshot::Sender<Result<Vec<u8>, CodecError>>,
+    },
     Status(oneshot::Sender<Status>),
     Inspect(Box<dyn FnOnce(&S) + Send>),
     Fatal(String),
@@ -301,7 +327,10 @@ impl<S: StateMachine> NodeHandle<S> {
     async fn call(&self, msg: Message) -> Result<Message, NodeStopped> {
         let (tx, rx) = oneshot::channel();
         self.tx
-            .send(Cmd::Input(Input::Request { reply: tx, msg }))
+            .send(Cmd::Input(Input::Request {
+                reply: Responder::Message(tx),
+                msg,
+            }))
             .map_err(|_| NodeStopped)?;
         rx.await.map_err(|_| NodeStopped)
     }
@@ -336,6 +365,20 @@ impl<S: StateMachine> Handler for NodeHandle<S> {
             _ => self.call(msg).await,
         }
     }
+
+    /// Appends go to the core as they are and are decoded there, on this replica's task;
+    /// anything else is decoded here (write batches are split up on the way in).
+    async fn handle_encoded(&self, bytes: Vec<u8>) -> Result<Vec<u8>, HandleError> {
+        if !message::is_append(&bytes) {
+            let reply = self.handle(message::decode(&bytes)?).await?;
+            return Ok(message::encode(&reply)?);
+        }
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Cmd::Encoded { bytes, reply: tx })
+            .map_err(|_| NodeStopped)?;
+        Ok(rx.await.map_err(|_| NodeStopped)??)
+    }
 }
 
 impl<S: StateMachine> NodeHandle<S> {
@@ -358,7 +401,10 @@ impl<S: StateMachine> NodeHandle<S> {
                 body: Body::Write(w),
             };
             self.tx
-                .send(Cmd::Input(Input::Request { reply: tx, msg }))
+                .send(Cmd::Input(Input::Request {
+                    reply: Responder::Message(tx),
+                    msg,
+                }))
                 .map_err(|_| NodeStopped)?;
             replies.push(rx);
         }
@@ -533,6 +579,15 @@ impl<S: StateMachine, T: Transport, L: LogStore> Core<S, T, L> {
     /// Returns false when the node must stop.
     fn process(&mut self, now: u64, cmd: Cmd<S>) -> bool {
         match cmd {
+            Cmd::Encoded { bytes, reply } => match message::decode(&bytes) {
+                Ok(msg) => {
+                    let reply = Responder::Encoded(reply);
+                    return self.process(now, Cmd::Input(Input::Request { reply, msg }));
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
             Cmd::Input(input) => {
                 if let Input::Request { msg, .. } = &input {
                     if let Body::Append(a) = &msg.body {
@@ -573,7 +628,7 @@ impl<S: StateMachine, T: Transport, L: LogStore> Core<S, T, L> {
                             }
                             _ => 0,
                         };
-                        let _ = reply.send(msg);
+                        reply.send(msg);
                     }
                     Output::Store { seq, op } => match &self.store {
                         StoreDriver::Task(tx) => {

@@ -117,6 +117,58 @@ async fn a_long_turn_sends_its_first_writes_early() {
     );
 }
 
+/// An append that arrives encoded is decoded by the receiving replica's own task
+/// (`Handler::handle_encoded`): bytes that claim to be an append but do not decode get a codec
+/// error back, change nothing, and the replica goes on replicating.
+#[tokio::test(start_paused = true)]
+async fn an_undecodable_append_is_refused_and_changes_nothing() {
+    use replica_core::message::{encode, Append};
+    use replica_core::{Body, HandleError, Handler, LogPos, Message};
+    let cluster = Cluster::start_with(3, Config::default(), 13).await;
+    cluster.wait_in_sync(3).await;
+    concurrent_writes(&cluster, 4, 5).await;
+    let primary = cluster.primary().await.unwrap();
+    let secondary = cluster.ids().into_iter().find(|id| *id != primary).unwrap();
+    let node = cluster.node(&secondary).unwrap();
+    let before = node.status().await.unwrap();
+    let append = Message {
+        from: primary.clone(),
+        epoch: before.epoch,
+        clock: 0,
+        body: Body::Append(Box::new(Append {
+            prev: LogPos::ZERO,
+            entries: vec![],
+            commit: 0,
+            last: 0,
+            acked: 0,
+        })),
+    };
+    let mut bytes = encode(&append).unwrap();
+    assert!(replica_core::message::is_append(&bytes));
+    bytes.truncate(bytes.len() - 1);
+    assert!(
+        replica_core::message::is_append(&bytes),
+        "still looks like one"
+    );
+    match node.handle_encoded(bytes).await {
+        Err(HandleError::Codec(_)) => {}
+        other => panic!("expected a codec error, got {other:?}"),
+    }
+    // No write is in flight: only a decoded append could have moved the log.
+    let after = node.status().await.unwrap();
+    assert_eq!((after.epoch, after.last), (before.epoch, before.last));
+    concurrent_writes(&cluster, 4, 5).await;
+    let commit = cluster
+        .node(&primary)
+        .unwrap()
+        .status()
+        .await
+        .unwrap()
+        .commit;
+    assert!(commit > before.last.index);
+    cluster.wait_converged(commit).await;
+}
+
 /// `clients` concurrent writers, `each` puts apiece to keys of their own; all succeed.
 async fn concurrent_writes(cluster: &Cluster, clients: usize, each: usize) {
     let mut tasks = Vec::new();

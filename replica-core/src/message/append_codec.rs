@@ -66,6 +66,14 @@ pub(super) fn encode(out: &mut Vec<u8>, msg: &Message) -> bool {
     true
 }
 
+/// Whether the bytes after the version byte are an append's: reads only the header (sender,
+/// epoch, clock, the body's variant). Says nothing of whether the rest decodes.
+pub(super) fn is_append(bytes: &[u8]) -> bool {
+    let mut r = Reader { rest: bytes };
+    let header = r.bytes().and_then(|_| r.varint()).and_then(|_| r.varint());
+    header.is_some() && r.varint() == Some(APPEND_VARIANT)
+}
+
 /// Decode an append (the bytes after the version byte), or `None` to leave the bytes to
 /// postcard: they are another message, or not in the canonical shape [`encode`] writes.
 pub(super) fn decode(bytes: &[u8]) -> Option<Message> {

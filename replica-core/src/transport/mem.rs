@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::watch;
 
-use super::{Handler, Transport, TransportError};
+use super::{HandleError, Handler, Transport, TransportError};
 use crate::message::{decode, encode, Message};
 use crate::rng::Rng;
 use crate::types::NodeId;
@@ -30,7 +30,11 @@ pub struct Faults {
 /// call each other through [`MemTransport`]s.
 ///
 /// Every message and reply is encoded and decoded with the real wire codec, so tests exercise the
-/// same bytes as production. Links can be cut one way or both ways ([`MemNetwork::cut`],
+/// same bytes as production. The sender encodes; the bytes go to the receiver's
+/// [`Handler::handle_encoded`], which decodes them where a network receiver would (a replica
+/// decodes an append on its own task), and the reply comes back encoded. Decoding on the sender
+/// instead put the cost of both secondaries' appends on the primary's thread: with the replicas
+/// on threads of their own, 9% of throughput at 256 writers. Links can be cut one way or both ways ([`MemNetwork::cut`],
 /// [`MemNetwork::isolate`]), messages to a node can be held back until released
 /// ([`MemNetwork::hold`]), and random faults applied ([`Faults`]), all driven by a seeded RNG.
 #[derive(Clone)]
@@ -182,16 +186,13 @@ pub struct MemTransport {
     net: MemNetwork,
 }
 
-fn round_trip(to: &NodeId, msg: &Message) -> Result<Message, TransportError> {
-    let bytes = encode(msg).map_err(|e| TransportError::Codec(to.clone(), e))?;
-    decode(&bytes).map_err(|e| TransportError::Codec(to.clone(), e))
-}
-
 #[async_trait]
 impl Transport for MemTransport {
     async fn call(&self, to: &NodeId, msg: Message) -> Result<Message, TransportError> {
         let plan = self.net.plan(&self.me, to)?;
-        let request = round_trip(to, &msg)?;
+        let codec = |e| TransportError::Codec(to.clone(), e);
+        // Encoded here, decoded by the receiver (`Handler::handle_encoded`), as over a network.
+        let request = encode(&msg).map_err(codec)?;
         if !plan.delay.is_zero() {
             tokio::time::sleep(plan.delay).await;
         }
@@ -203,20 +204,25 @@ impl Transport for MemTransport {
             let (h, dup) = (plan.handler.clone(), request.clone());
             self.net.lock().delivered += 1;
             tokio::spawn(async move {
-                let _ = h.handle(dup).await;
+                let _ = h.handle_encoded(dup).await;
             });
         }
         self.net.lock().delivered += 1;
         let reply = plan
             .handler
-            .handle(request)
+            .handle_encoded(request)
             .await
-            .map_err(|_| TransportError::Unreachable(to.clone(), "node stopped".into()))?;
+            .map_err(|e| match e {
+                HandleError::Stopped(_) => {
+                    TransportError::Unreachable(to.clone(), "node stopped".into())
+                }
+                HandleError::Codec(e) => codec(e),
+            })?;
         // The link may have been cut, or the node crashed, while the request was in flight.
         if plan.drop_reply || !self.net.reply_path_up(to, &self.me) {
             return Err(TransportError::Network(to.clone(), "reply lost".into()));
         }
-        round_trip(to, &reply)
+        decode(&reply).map_err(codec)
     }
 
     fn in_process(&self) -> bool {
