@@ -8,8 +8,10 @@
 # half an hour, so only ratios taken within one run of this script mean anything.
 #
 # Usage: benches/openraft-compare/compare.sh [-n OPS] [-r RUNS] [-c "64 256"] [-m MEMBERS]
-#            [-t THREADS] [-x "EXTRA REPLICA-BENCH FLAGS"]
-# -t sets the worker threads of both benchmarks' runtimes; -x adds flags to replica-bench only
+#            [-t THREADS] [-k RUNTIMES] [-x "EXTRA REPLICA-BENCH FLAGS"]
+# -t sets the worker threads of both benchmarks' runtimes; -k runs both on RUNTIMES single-worker
+# runtimes instead of one shared one (the primary/leader and the clients on the first, the
+# secondaries/followers on the others); -x adds flags to replica-bench only
 # (e.g. -x "--idle-polls 512").
 # Binaries go to $CARGO_TARGET_DIR (default: the repository's target/).
 set -euo pipefail
@@ -20,15 +22,16 @@ clients="64 256"
 members=3
 threads=()
 extra=""
-while getopts "n:r:c:m:t:x:h" opt; do
+while getopts "n:r:c:m:t:k:x:h" opt; do
     case "$opt" in
         n) ops=$OPTARG ;;
         r) runs=$OPTARG ;;
         c) clients=$OPTARG ;;
         m) members=$OPTARG ;;
         t) threads=(--threads "$OPTARG") ;;
+        k) threads=(--runtimes "$OPTARG") ;;
         x) extra=$OPTARG ;;
-        *) sed -n '2,15p' "$0"; exit 2 ;;
+        *) sed -n '2,17p' "$0"; exit 2 ;;
     esac
 done
 

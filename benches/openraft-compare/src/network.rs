@@ -63,16 +63,30 @@ impl Router {
 /// Starts one node per id in `voters`, initializes node 0 with all of them as voters (so it is
 /// elected leader), and waits until every node has applied the initial membership (log index 1:
 /// index 0 is the membership, index 1 the leader's blank entry).
-pub async fn new_cluster(config: Arc<Config>, voters: BTreeSet<NodeId>) -> Result<Cluster, String> {
+///
+/// Node `id` runs on `runtimes[id]` (its core task, and the replication tasks it spawns as
+/// leader); with no runtimes given, on the caller's.
+pub async fn new_cluster(
+    config: Arc<Config>,
+    voters: BTreeSet<NodeId>,
+    runtimes: &[tokio::runtime::Handle],
+) -> Result<Cluster, String> {
     let router = Router::default();
     let mut rafts = BTreeMap::new();
     let mut state_machines = BTreeMap::new();
     for &id in &voters {
         let log_store = Arc::new(LogStore::default());
         let sm = Arc::new(StateMachineStore::default());
-        let raft = Raft::new(id, config.clone(), router.clone(), log_store, sm.clone())
-            .await
-            .map_err(|e| format!("cannot start node {id}: {e}"))?;
+        let start = Raft::new(id, config.clone(), router.clone(), log_store, sm.clone());
+        let started = match usize::try_from(id).ok().and_then(|i| runtimes.get(i)) {
+            // Raft::new spawns the node's tasks on the runtime it runs in.
+            Some(rt) => rt
+                .spawn(start)
+                .await
+                .map_err(|e| format!("cannot start node {id}: {e}"))?,
+            None => start.await,
+        };
+        let raft = started.map_err(|e| format!("cannot start node {id}: {e}"))?;
         rafts.insert(id, raft);
         state_machines.insert(id, sm);
     }

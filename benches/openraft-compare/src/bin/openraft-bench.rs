@@ -4,7 +4,8 @@
 //! (no serialization); an in-memory log store and a state machine that applies nothing. CLIENTS
 //! tasks each call `client_write` on the leader (node 0) sequentially until OPS writes are done in
 //! total. Everything runs on one multi-thread tokio runtime (`--threads`, default one worker per
-//! core).
+//! core), or with `--runtimes K` on K single-worker runtimes (the leader and the clients on the
+//! first, the followers on the others), as `replica-bench --runtimes K` runs.
 //!
 //! ```sh
 //! cargo run --release --bin openraft-bench -- -m 3 -c 64 -n 200000
@@ -43,6 +44,11 @@ struct Args {
     /// Worker threads of the runtime (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
+    /// Instead of one shared runtime, K runtimes of one worker thread each: the leader and the
+    /// clients on the first, the followers spread over the others (replica-bench's
+    /// `--runtimes`).
+    #[arg(long)]
+    runtimes: Option<usize>,
 }
 
 fn main() {
@@ -66,10 +72,35 @@ fn start(args: Args) -> Result<(), String> {
         .thread_stack_size(3 * 1024 * 1024)
         .build()
         .map_err(|e| format!("cannot start tokio: {e}"))?;
-    rt.block_on(run(args))
+    let mut own = Vec::new();
+    for i in 0..args.runtimes.unwrap_or(0) {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .thread_name(format!("runtime-{i}"))
+            .thread_stack_size(3 * 1024 * 1024)
+            .build()
+            .map_err(|e| format!("cannot start tokio: {e}"))?;
+        own.push(rt);
+    }
+    // Node i runs on handles[i]: the leader alone on the first runtime when there are several,
+    // the followers round-robin over the rest (replica-bench's layout).
+    let handles: Vec<_> = (0..args.members as usize)
+        .filter(|_| !own.is_empty())
+        .map(|i| {
+            let k = own.len();
+            let r = if i == 0 || k == 1 {
+                0
+            } else {
+                1 + (i - 1) % (k - 1)
+            };
+            own[r].handle().clone()
+        })
+        .collect();
+    rt.block_on(run(args, handles))
 }
 
-async fn run(args: Args) -> Result<(), String> {
+async fn run(args: Args, runtimes: Vec<tokio::runtime::Handle>) -> Result<(), String> {
     if args.members == 0 {
         return Err("-m must be at least 1".into());
     }
@@ -85,7 +116,7 @@ async fn run(args: Args) -> Result<(), String> {
     .validate()
     .map_err(|e| format!("invalid openraft config: {e}"))?;
     let voters: BTreeSet<u64> = (0..args.members).collect();
-    let cluster = new_cluster(Arc::new(config), voters).await?;
+    let cluster = new_cluster(Arc::new(config), voters, &runtimes).await?;
     let leader = cluster
         .router
         .get(0)
@@ -102,7 +133,7 @@ async fn run(args: Args) -> Result<(), String> {
     let mut tasks = Vec::new();
     for _ in 0..args.clients {
         let (raft, next, total) = (leader.clone(), next.clone(), args.ops);
-        tasks.push(tokio::spawn(async move {
+        let client = async move {
             loop {
                 let n = next.fetch_add(1, Ordering::Relaxed);
                 if n >= total {
@@ -112,7 +143,12 @@ async fn run(args: Args) -> Result<(), String> {
                     .await
                     .map_err(|e| format!("client_write: {e}"))?;
             }
-        }));
+        };
+        // On the leader's runtime, as replica-bench's clients are on the primary's.
+        tasks.push(match runtimes.first() {
+            Some(rt) => rt.spawn(client),
+            None => tokio::spawn(client),
+        });
     }
     for t in tasks {
         t.await.map_err(|e| e.to_string())??;
