@@ -5,9 +5,10 @@
 //!   tasks ready beside it queue theirs, then takes every input waiting in its channel (up to
 //!   `INPUTS_PER_TURN_MAX`), steps the replica with each, and executes the outputs once — this
 //!   is where concurrent writes become one batch (a primary sends part of a long turn early,
-//!   `TURN_SEND_INPUTS`, so its secondaries need not wait for the rest). It also drives the replica's outbound calls
-//!   (a `FuturesUnordered`: a reply wakes the core directly, no task per call); only full
-//!   copies, which can be large to encode, go out on a task of their own. Under load (a
+//!   `TURN_SEND_INPUTS`, so that its secondaries need not wait for the rest). It also drives
+//!   the replica's outbound calls (a `FuturesUnordered`: a reply wakes the core directly, no
+//!   task per call); only full copies, which can be large to encode, go out on a task of their
+//!   own. Under load (a
 //!   pipeline of writes waiting on a primary, batches arriving at a secondary) it looks for
 //!   more up to `idle_polls` times, yielding in between, before its thread may sleep; light
 //!   traffic, ticks and heartbeats never poll, so an idle replica sleeps at once, and nor does

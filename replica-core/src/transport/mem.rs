@@ -34,9 +34,11 @@ pub struct Faults {
 /// [`Handler::handle_encoded`], which decodes them where a network receiver would (a replica
 /// decodes an append on its own task), and the reply comes back encoded. Decoding on the sender
 /// instead put the cost of both secondaries' appends on the primary's thread: with the replicas
-/// on threads of their own, 9% of throughput at 256 writers. Links can be cut one way or both ways ([`MemNetwork::cut`],
-/// [`MemNetwork::isolate`]), messages to a node can be held back until released
-/// ([`MemNetwork::hold`]), and random faults applied ([`Faults`]), all driven by a seeded RNG.
+/// on threads of their own, 9% of throughput at 256 writers.
+///
+/// Links can be cut one way or both ways ([`MemNetwork::cut`], [`MemNetwork::isolate`]),
+/// messages to a node can be held back until released ([`MemNetwork::hold`]), and random faults
+/// applied ([`Faults`]), all driven by a seeded RNG.
 #[derive(Clone)]
 pub struct MemNetwork {
     inner: Arc<Mutex<NetInner>>,
