@@ -54,9 +54,9 @@ pub struct Config {
     /// applied may execute twice, so `client deadline × peak writes/s` must stay below it: the
     /// default covers a 10 s client deadline up to 25,000 writes/s. Default 250,000: 48 bytes a
     /// record plus its output on every replica (12 MB with empty outputs), and on the primary an
-    /// index sized at taking office for twice this many ids (it keeps evicted ids until it
-    /// purges them), 26 MB, so that it never rehashes on the write path (taking office writes
-    /// the index's control bytes, one per slot: 1 MB).
+    /// index of 24-byte slots sized at taking office for twice this many ids at most half full
+    /// (it keeps evicted ids until a sweep passes them), 2^20 slots = 25 MB, written once when it
+    /// takes office, so that it never rehashes on the write path.
     pub dedup_entries_max: usize,
     /// Take a snapshot (and compact the log before it) every this many applied entries, or
     /// every dedup-table-size entries if that is more (a snapshot copies the dedup table, and
