@@ -8,11 +8,10 @@
 //!   `TURN_SEND_INPUTS`, so that its secondaries need not wait for the rest). It also drives
 //!   the replica's outbound calls (a `FuturesUnordered`: a reply wakes the core directly, no
 //!   task per call); only full copies, which can be large to encode, go out on a task of their
-//!   own. Under load (a
-//!   pipeline of writes waiting on a primary, batches arriving at a secondary) it looks for
-//!   more up to `idle_polls` times, yielding in between, before its thread may sleep; light
-//!   traffic, ticks and heartbeats never poll, so an idle replica sleeps at once, and nor does
-//!   a core while tasks wait in the runtime's shared queue;
+//!   own. Under load (a pipeline of writes waiting on a primary, batches arriving at a
+//!   secondary) it looks for more up to `idle_polls` times, yielding in between, before its
+//!   thread may sleep; light traffic, ticks and heartbeats never poll, so an idle replica
+//!   sleeps at once, and nor does a core while tasks wait in the runtime's shared queue;
 //! - the **ticker task** sends the core a tick every `Config::tick_interval_ms`, through the
 //!   same inbox as every other input;
 //! - the **store task** executes storage operations strictly in order and syncs once per run of
@@ -40,7 +39,7 @@ use crate::metrics::NodeMetrics;
 use crate::protocol::{CallKind, Event, Input, Output, RecoveryError, Replica, Start, Status};
 use crate::state_machine::StateMachine;
 use crate::storage::{LogStore, StorageError, StoreOp};
-use crate::transport::{HandleError, Handler, NodeStopped, Transport};
+use crate::transport::{handle_decoded, HandleError, Handler, NodeStopped, Transport};
 use crate::types::{NodeId, Role};
 
 /// How many queued inputs the core task processes before executing outputs. Bounds the latency
@@ -371,8 +370,7 @@ impl<S: StateMachine> Handler for NodeHandle<S> {
     /// anything else is decoded here (write batches are split up on the way in).
     async fn handle_encoded(&self, bytes: Vec<u8>) -> Result<Vec<u8>, HandleError> {
         if !message::is_append(&bytes) {
-            let reply = self.handle(message::decode(&bytes)?).await?;
-            return Ok(message::encode(&reply)?);
+            return handle_decoded(self, &bytes).await;
         }
         let (tx, rx) = oneshot::channel();
         self.tx
@@ -489,9 +487,7 @@ impl<S: StateMachine, T: Transport, L: LogStore> Core<S, T, L> {
                     let now = self.start_turn();
                     self.returned(now, done);
                     // Every other reply already in joins this turn.
-                    while let Some(Some(done)) = calls.next().now_or_never() {
-                        self.returned(now, done);
-                    }
+                    self.take_ready(now, &mut calls);
                 }
                 cmd = rx.recv() => {
                     let Some(cmd) = cmd else { break };
@@ -530,9 +526,7 @@ impl<S: StateMachine, T: Transport, L: LogStore> Core<S, T, L> {
                             }
                             // A call goes out when first polled: poll the new ones now (and
                             // take any reply that is in already).
-                            while let Some(Some(done)) = calls.next().now_or_never() {
-                                self.returned(now, done);
-                            }
+                            self.take_ready(now, &mut calls);
                         }
                     }
                 }
@@ -564,6 +558,14 @@ impl<S: StateMachine, T: Transport, L: LogStore> Core<S, T, L> {
             if !self.execute(&mut calls).await {
                 break;
             }
+        }
+    }
+
+    /// Poll the calls in flight once, without waiting: each that has finished feeds its
+    /// outcome to the replica, and each not yet polled goes out.
+    fn take_ready(&mut self, now: u64, calls: &mut Calls) {
+        while let Some(Some(done)) = calls.next().now_or_never() {
+            self.returned(now, done);
         }
     }
 

@@ -590,7 +590,7 @@ impl<S: StateMachine, R> Replica<S, R> {
     /// enough when this holds, so the secondaries work on it while the primary takes the rest
     /// of the turn (`node.rs`, `TURN_SEND_INPUTS`).
     pub fn can_send_append(&self) -> bool {
-        let depth_max = u32::try_from(self.cfg.appends_in_flight_max.max(1)).unwrap_or(u32::MAX);
+        let depth_max = self.append_depth_max();
         self.role == Role::Primary && self.followers.values().any(|f| f.has_slot(depth_max))
     }
 

@@ -165,6 +165,11 @@ impl<S: StateMachine, R> Replica<S, R> {
         }
     }
 
+    /// Most appends outstanding to one secondary (`Config::appends_in_flight_max`, at least 1).
+    pub(super) fn append_depth_max(&self) -> u32 {
+        u32::try_from(self.cfg.appends_in_flight_max.max(1)).unwrap_or(u32::MAX)
+    }
+
     /// Leave the primary role: pending clients are told to retry elsewhere (with the same id).
     pub(super) fn step_down(&mut self) {
         let hint = self.primary.clone().filter(|p| *p != self.id);
@@ -310,7 +315,7 @@ impl<S: StateMachine, R> Replica<S, R> {
     pub(super) fn replicate(&mut self) {
         let now = self.now;
         let resend_after = (self.cfg.ack_timeout_ms / 4).max(2 * self.cfg.heartbeat_interval_ms);
-        let depth_max = u32::try_from(self.cfg.appends_in_flight_max.max(1)).unwrap_or(u32::MAX);
+        let depth_max = self.append_depth_max();
         // A configuration entry goes out only once it is durable here (a crash must not leave
         // secondaries with a configuration their primary forgot); entries after it wait too.
         if self
@@ -376,7 +381,7 @@ impl<S: StateMachine, R> Replica<S, R> {
                 f.next = f.matched + 1;
             }
             let backing_off = f.backoff_until > now;
-            if backing_off || f.in_flight >= depth_max {
+            if backing_off || !f.has_slot(depth_max) {
                 // A batch is outstanding, or calls failed lately: keep heartbeating anyway. A
                 // secondary's eligibility lease relies on our silence meaning our death, so we
                 // never go quiet for longer than a heartbeat interval while we live.

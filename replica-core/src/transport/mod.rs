@@ -57,10 +57,20 @@ pub trait Handler: Send + Sync + 'static {
     ///
     /// The default decodes, calls [`Handler::handle`] and encodes the reply.
     async fn handle_encoded(&self, bytes: Vec<u8>) -> Result<Vec<u8>, HandleError> {
-        let msg = crate::message::decode(&bytes)?;
-        let reply = self.handle(msg).await?;
-        Ok(crate::message::encode(&reply)?)
+        handle_decoded(self, &bytes).await
     }
+}
+
+/// [`Handler::handle_encoded`]'s default: decode `bytes`, [`Handler::handle`] the message,
+/// encode the reply. For an implementation that decodes some messages itself and leaves the
+/// rest to this.
+pub(crate) async fn handle_decoded<H: Handler + ?Sized>(
+    handler: &H,
+    bytes: &[u8],
+) -> Result<Vec<u8>, HandleError> {
+    let msg = crate::message::decode(bytes)?;
+    let reply = handler.handle(msg).await?;
+    Ok(crate::message::encode(&reply)?)
 }
 
 /// Why [`Handler::handle_encoded`] produced no reply.
