@@ -2,7 +2,7 @@
 //!
 //! Three kinds of task:
 //! - the **core task** owns the replica; woken by an input, it first yields once so that the
-//!   tasks ready beside it queue theirs, then takes every input waiting in its channel (up to
+//!   tasks ready beside it queue theirs, then takes every input waiting in its inbox (up to
 //!   `INPUTS_PER_TURN_MAX`), steps the replica with each, and executes the outputs once — this
 //!   is where concurrent writes become one batch (a primary sends part of a long turn early,
 //!   `TURN_SEND_INPUTS`, so that its secondaries need not wait for the rest). It also drives
@@ -29,6 +29,10 @@ use async_trait::async_trait;
 use futures_util::future::{BoxFuture, FutureExt};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{mpsc, oneshot};
+
+use self::inbox::{inbox, Inbox, InboxSender, WeakInboxSender};
+
+mod inbox;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 use uuid::Uuid;
@@ -171,7 +175,7 @@ pub enum LocalWriteError {
 /// Handle to a running replica. Cheap to clone; every clone talks to the same replica.
 pub struct NodeHandle<S> {
     id: NodeId,
-    tx: mpsc::UnboundedSender<Cmd<S>>,
+    tx: InboxSender<Cmd<S>>,
     tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
     metrics: Arc<NodeMetrics>,
 }
@@ -221,7 +225,7 @@ impl Node {
         let replica: Replica<S, Responder> =
             Replica::new(start, config, state_machine, recovered, 0)?;
 
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = inbox();
         let metrics = Arc::new(NodeMetrics::default());
         let mut tasks = Vec::new();
         let store = if store.completes_immediately() {
@@ -463,7 +467,7 @@ impl<S: StateMachine, T: Transport, L: LogStore> Core<S, T, L> {
         u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
     }
 
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Cmd<S>>) {
+    async fn run(mut self, mut rx: Inbox<Cmd<S>>) {
         let mut calls = Calls::new();
         if !self.execute(&mut calls).await {
             return;
@@ -472,7 +476,7 @@ impl<S: StateMachine, T: Transport, L: LogStore> Core<S, T, L> {
         let in_process = self.transport.in_process();
         let poll_cost = if in_process { 1 } else { IO_POLL_COST };
         let mut polls_left: u32 = 0;
-        // A turn's inputs, taken from the channel before any is stepped (see `Replica::warm`).
+        // A turn's inputs, taken from the inbox before any is stepped (see `Replica::warm`).
         let mut inbox: Vec<Cmd<S>> = Vec::new();
         let runtime = tokio::runtime::Handle::current().metrics();
         loop {
@@ -489,8 +493,10 @@ impl<S: StateMachine, T: Transport, L: LogStore> Core<S, T, L> {
                     // Every other reply already in joins this turn.
                     self.take_ready(now, &mut calls);
                 }
-                cmd = rx.recv() => {
-                    let Some(cmd) = cmd else { break };
+                taken = rx.take(&mut inbox, INPUTS_PER_TURN_MAX) => {
+                    if taken == 0 {
+                        break;
+                    }
                     // Let the tasks that are ready beside us run first: the clients woken by
                     // the last turn's replies queue their next writes, and this turn takes
                     // them all as one batch. Without it the scheduler runs the core as soon as
@@ -499,13 +505,7 @@ impl<S: StateMachine, T: Transport, L: LogStore> Core<S, T, L> {
                     // 800 k writes/s with this line. An idle runtime returns at once.
                     yield_turn(in_process).await;
                     let now = self.start_turn();
-                    inbox.push(cmd);
-                    while inbox.len() < INPUTS_PER_TURN_MAX {
-                        match rx.try_recv() {
-                            Ok(cmd) => inbox.push(cmd),
-                            Err(_) => break,
-                        }
-                    }
+                    rx.try_take(&mut inbox, INPUTS_PER_TURN_MAX);
                     // Touch the memory the inputs will need before stepping any of them, so
                     // that the cache misses (the dedup index's, one per write) overlap instead
                     // of queueing one behind the other.
@@ -748,7 +748,7 @@ fn log_event(node: &NodeId, ev: &Event) {
 /// A task of its own rather than a timer in the core's loop: the loop runs once per turn and
 /// once per idle poll, and polling an `Interval` there cost about 150 instructions each time,
 /// 4.5% of the write path at `replica-bench -c 256` (callgrind).
-async fn run_ticker<S>(tx: mpsc::WeakUnboundedSender<Cmd<S>>, tick: Duration) {
+async fn run_ticker<S>(tx: WeakInboxSender<Cmd<S>>, tick: Duration) {
     let mut ticker = tokio::time::interval(tick);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
@@ -766,7 +766,7 @@ const STORE_OPS_PER_SYNC_MAX: usize = 1024;
 async fn run_store<S, L: LogStore>(
     mut store: L,
     mut rx: mpsc::UnboundedReceiver<(u64, StoreOp)>,
-    tx: mpsc::UnboundedSender<Cmd<S>>,
+    tx: InboxSender<Cmd<S>>,
     metrics: Arc<NodeMetrics>,
 ) {
     while let Some((seq, op)) = rx.recv().await {
