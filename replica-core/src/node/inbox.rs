@@ -13,8 +13,9 @@
 //! wakes the receiver only when it made the queue non-empty (the receiver looks at the queue
 //! before it sleeps, so a later send finds it non-empty only while a wake-up is owed or the
 //! receiver is already going to look); the receiver takes everything in one lock, swapping
-//! buffers, and registers its waker only when the queue is empty, with an `AtomicWaker` that
-//! keeps the registered waker when the new one wakes the same task.
+//! buffers, finds an empty queue by reading its length without the lock, and registers its
+//! waker only then, with an `AtomicWaker` that keeps the registered waker when the new one
+//! wakes the same task.
 //!
 //! Invariants: a receiver that returns `Pending` registered its waker before it last saw the
 //! queue empty and senders alive, so the send that makes the queue non-empty, or the drop of
@@ -38,6 +39,10 @@ struct Queue<T> {
 struct Shared<T> {
     queue: Mutex<Queue<T>>,
     waker: AtomicWaker,
+    /// `queue.items.len()`, written under the lock and read without it: a core that polls
+    /// an empty inbox (many times per write, under load) reads this instead of taking the
+    /// lock, whose cache line the senders on other threads keep writing.
+    len: AtomicUsize,
     /// Live (strong) senders; at zero, and once the queue is empty, the receiver sees the end.
     senders: AtomicUsize,
 }
@@ -58,6 +63,7 @@ pub(crate) fn inbox<T>() -> (InboxSender<T>, Inbox<T>) {
             open: true,
         }),
         waker: AtomicWaker::new(),
+        len: AtomicUsize::new(0),
         senders: AtomicUsize::new(1),
     });
     (InboxSender(shared.clone()), Inbox(shared))
@@ -75,6 +81,7 @@ impl<T> InboxSender<T> {
         }
         let was_empty = queue.items.is_empty();
         queue.items.push(item);
+        self.0.len.store(queue.items.len(), Ordering::Release);
         drop(queue);
         if was_empty {
             self.0.waker.wake();
@@ -139,17 +146,20 @@ impl<T> Inbox<T> {
     /// Move queued items to the end of `into` until it holds `max`; returns how many moved.
     pub(crate) fn try_take(&mut self, into: &mut Vec<T>, max: usize) -> usize {
         let room = max.saturating_sub(into.len());
-        let mut queue = self.0.lock();
-        let n = queue.items.len().min(room);
-        if n == 0 {
+        // A stale zero only delays an item to the next look: `poll_take` registers before it
+        // looks again, and the send that made the queue non-empty wakes it after the store.
+        if room == 0 || self.0.len.load(Ordering::Acquire) == 0 {
             return 0;
         }
+        let mut queue = self.0.lock();
+        let n = queue.items.len().min(room);
         if into.is_empty() && n == queue.items.len() {
             // The usual case: take the whole queue, leave our (empty) buffer in its place.
             std::mem::swap(&mut queue.items, into);
         } else {
             into.extend(queue.items.drain(..n));
         }
+        self.0.len.store(queue.items.len(), Ordering::Release);
         n
     }
 
