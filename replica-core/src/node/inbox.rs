@@ -144,12 +144,19 @@ pub(crate) struct Inbox<T>(Arc<Shared<T>>);
 
 impl<T> Inbox<T> {
     /// Move queued items to the end of `into` until it holds `max`; returns how many moved.
+    ///
+    /// Buffers hold at most `max` items' worth for long: after a burst, the queue's grown
+    /// buffer comes to the receiver in a swap, and the next swap leaves a fresh one in its
+    /// place instead of handing it back, so a moment of backlog does not pin its memory.
     pub(crate) fn try_take(&mut self, into: &mut Vec<T>, max: usize) -> usize {
         let room = max.saturating_sub(into.len());
         // A stale zero only delays an item to the next look: `poll_take` registers before it
         // looks again, and the send that made the queue non-empty wakes it after the store.
         if room == 0 || self.0.len.load(Ordering::Acquire) == 0 {
             return 0;
+        }
+        if into.is_empty() && into.capacity() > max {
+            *into = Vec::new();
         }
         let mut queue = self.0.lock();
         let n = queue.items.len().min(room);
@@ -231,6 +238,35 @@ mod tests {
         assert_eq!(rx.try_take(&mut got, 100), 3);
         assert_eq!(got, [7, 8, 9]);
         assert_eq!(rx.try_take(&mut got, 100), 0);
+    }
+
+    #[test]
+    fn a_burst_does_not_pin_its_memory() {
+        const MAX: usize = 64;
+        let (tx, mut rx) = inbox();
+        for i in 0..10 * MAX {
+            tx.send(i).unwrap();
+        }
+        let mut got = Vec::new();
+        let mut taken = 0;
+        while rx.try_take(&mut got, MAX) > 0 {
+            taken += got.len();
+            got.clear();
+        }
+        assert_eq!(taken, 10 * MAX);
+        // Ordinary turns afterwards: both buffers come back down to a turn's size.
+        for _ in 0..2 {
+            tx.send(0).unwrap();
+            assert_eq!(rx.try_take(&mut got, MAX), 1);
+            got.clear();
+        }
+        assert!(
+            got.capacity() <= MAX,
+            "receiver's buffer: {}",
+            got.capacity()
+        );
+        let queued = rx.0.lock().items.capacity();
+        assert!(queued <= MAX, "queue's buffer: {queued}");
     }
 
     #[test]
