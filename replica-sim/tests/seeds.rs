@@ -232,3 +232,33 @@ fn targeted_lease_findings() {
         assert_passes(seed, FaultMode::Targeted);
     }
 }
+
+/// Partitions-mode seeds that did not converge after healing. Split brain is allowed in this
+/// mode (the losing side's writes are lost, so applied indices may go backwards); never
+/// converging is not. A secondary from the losing side, in the new primary's in-sync set,
+/// refused every full copy as older than its own commit point, so the primary committed
+/// nothing more — the split showed as a different entry where it had committed one (30, 212),
+/// as a primary whose log ended before its commit point (3587), or as a copy's last entry
+/// from a later epoch than any it had committed, where it had compacted its log (16445).
+/// Without a split: a secondary ahead of the new primary's applied state, whose old suffix
+/// answered `Diverged`, never acknowledged the prefix they shared (3381, now clean).
+#[test]
+fn partition_sweep_findings() {
+    assert_passes(3381, FaultMode::Partitions);
+    for seed in [30, 212, 3587, 16445] {
+        let r = run_seed(seed, FaultMode::Partitions, false);
+        let other: Vec<String> = r
+            .violations
+            .iter()
+            .filter(|v| v.kind != "applied index went backwards")
+            .map(|v| v.to_string())
+            .collect();
+        assert!(other.is_empty(), "seed {seed}: {}", other.join("\n"));
+        assert!(
+            r.violations
+                .iter()
+                .any(|v| v.kind == "applied index went backwards"),
+            "seed {seed} no longer splits: pick another seed"
+        );
+    }
+}

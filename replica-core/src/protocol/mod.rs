@@ -319,6 +319,18 @@ pub struct Replica<S: StateMachine, R> {
     /// `epoch` (it came in, or was checked by, that primary's appends or copy). Meaningful only
     /// while `epoch` is current; tells a late full copy from a needed one.
     verified: (Epoch, LogIndex),
+    /// The latest epoch whose primary sent us an entry that differs from one we committed (0:
+    /// none). Only a split brain does that (partitions in all-in-sync mode): both sides
+    /// committed at the same index. Such a primary's full copy may then take us back past our
+    /// commit point — the newer epoch wins — where otherwise a copy older than our commit
+    /// point is refused as one from a primary that has not caught up yet. Without this, a
+    /// secondary from the losing side refused every copy for good, and, being in the new
+    /// primary's in-sync set, blocked every write after the partition healed.
+    split_seen: Epoch,
+    /// The epoch in which `hard.commit` last advanced (after a restart: the epoch we were in,
+    /// which is no earlier). A primary of a later epoch holds every entry committed before it
+    /// took office, so its log reaching less far than our commit point is a split brain too.
+    commit_epoch: Epoch,
     /// The primary accepted for the current epoch: at most one per epoch, first come. A second
     /// one can only come from a split election, and is refused.
     epoch_primary: Option<NodeId>,
@@ -464,6 +476,8 @@ impl<S: StateMachine, R> Replica<S, R> {
             ack_times: VecDeque::new(),
             echoed_ack: 0,
             verified: (0, 0),
+            split_seen: 0,
+            commit_epoch: 0,
             epoch_persist_seq: 0,
             held: Vec::new(),
             unsynced_config: None,
@@ -493,6 +507,7 @@ impl<S: StateMachine, R> Replica<S, R> {
         };
         r.durable_index = r.log.last().index;
         r.hard.commit = r.hard.commit.min(r.log.last().index).max(r.applied.index);
+        r.commit_epoch = r.hard.epoch;
         r.apply_committed();
         r.store(StoreOp::HardState(r.hard));
         for seed in start

@@ -41,6 +41,8 @@ pub(super) struct Follower {
     needs_snapshot: bool,
     /// Do not send before this time (after a refused snapshot or a failed call).
     backoff_until: u64,
+    /// When we last sent it a full copy; `None`: never.
+    snapshot_sent: Option<u64>,
 }
 
 impl Follower {
@@ -57,6 +59,7 @@ impl Follower {
             last_ack: now,
             needs_snapshot: false,
             backoff_until: 0,
+            snapshot_sent: None,
         }
     }
 
@@ -398,7 +401,21 @@ impl<S: StateMachine, R> Replica<S, R> {
                 continue;
             }
             if f.needs_snapshot || f.next <= base.index {
-                snapshot_for.push(to.clone());
+                // At most one full copy per heartbeat interval: a secondary ahead of what we
+                // have applied acknowledges the prefix it shares with us instead of taking an
+                // older copy, and still needs one; without a pause, copy and acknowledgement
+                // would chase each other at network speed until we applied further.
+                let recent = f
+                    .snapshot_sent
+                    .is_some_and(|t| now.saturating_sub(t) < cfg.heartbeat_interval_ms);
+                if !recent {
+                    snapshot_for.push(to.clone());
+                } else if heartbeat_due {
+                    if let Some(prev) = log.pos_at(f.next - 1) {
+                        outputs.push(append_call(to, f, prev, Vec::new()));
+                        f.last_sent = Some(now);
+                    }
+                }
                 continue;
             }
             let Some(prev) = log.pos_at(f.next - 1) else {
@@ -433,6 +450,7 @@ impl<S: StateMachine, R> Replica<S, R> {
                     f.sent_at = now;
                     f.last_sent = Some(now);
                     f.needs_snapshot = false;
+                    f.snapshot_sent = Some(now);
                     f.next = snapshot.last.index + 1;
                 }
                 self.stats.snapshots_sent += 1;
@@ -547,6 +565,7 @@ impl<S: StateMachine, R> Replica<S, R> {
         }
         if commit > self.hard.commit {
             self.hard.commit = commit;
+            self.commit_epoch = self.hard.epoch;
             self.apply_committed();
         }
     }

@@ -11,7 +11,7 @@ use super::{Event, Replica};
 use crate::message::{Append, AppendReply, Body, Message};
 use crate::state_machine::StateMachine;
 use crate::storage::StoreOp;
-use crate::types::{Epoch, NodeId, Role, Snapshot};
+use crate::types::{Epoch, LogIndex, LogPos, NodeId, Role, Snapshot};
 
 impl<S: StateMachine, R> Replica<S, R> {
     /// Common checks for replication traffic from a primary. Returns the reply token back if the
@@ -45,6 +45,12 @@ impl<S: StateMachine, R> Replica<S, R> {
         let Some(reply) = self.accept_primary(reply, &from, epoch) else {
             return;
         };
+        if a.last < self.hard.commit && self.commit_epoch < epoch {
+            // This primary's log ends before our commit point, and it took office after that
+            // point was reached: it lacks entries we committed.
+            self.note_split(epoch, a.last + 1);
+        }
+        self.check_committed(epoch, a.prev);
         let last = self.log.last();
         // Does our log hold the entry the batch follows? Compare positions wherever we still
         // hold them: even committed entries, because a split brain (possible in all-in-sync mode
@@ -71,6 +77,7 @@ impl<S: StateMachine, R> Replica<S, R> {
             }
             let held = self.log.last();
             if e.index <= held.index {
+                self.check_committed(epoch, e.pos());
                 // Already held: the same entry (a duplicate or a resend), or a conflict.
                 let same =
                     e.index <= self.log.base().index || self.log.pos_at(e.index) == Some(e.pos());
@@ -100,6 +107,7 @@ impl<S: StateMachine, R> Replica<S, R> {
         let new_commit = a.commit.min(matched);
         if new_commit > self.hard.commit {
             self.hard.commit = new_commit;
+            self.commit_epoch = epoch;
             self.apply_committed();
         }
         if diverged {
@@ -133,15 +141,64 @@ impl<S: StateMachine, R> Replica<S, R> {
         }
     }
 
+    /// `pos` is the entry the primary of `epoch` holds at `pos.index`. Where we committed that
+    /// index it must be ours: the same position where we still hold ours, and where we no
+    /// longer do (compacted), of an epoch no later than the one that committed it (a primary
+    /// holds every entry committed before it took office). Anything else is a split brain.
+    fn check_committed(&mut self, epoch: Epoch, pos: LogPos) {
+        if pos.index == 0 || pos.index > self.hard.commit || epoch <= self.split_seen {
+            return;
+        }
+        let differs = match self.log.pos_at(pos.index) {
+            Some(ours) => ours != pos,
+            None => pos.epoch > self.commit_epoch,
+        };
+        if differs {
+            self.note_split(epoch, pos.index);
+        }
+    }
+
+    /// The primary of `epoch` holds another entry than ours at `index`, or none: if we
+    /// committed ours, that is a split brain (see `split_seen`).
+    fn note_split(&mut self, epoch: Epoch, index: LogIndex) {
+        if index <= self.hard.commit && epoch > self.split_seen {
+            tracing::error!(
+                index,
+                commit = self.hard.commit,
+                epoch,
+                "the primary holds another entry where we committed one (split brain)"
+            );
+            self.split_seen = epoch;
+        }
+    }
+
     pub(super) fn on_install(&mut self, reply: R, from: NodeId, epoch: Epoch, snap: Snapshot) {
         let Some(reply) = self.accept_primary(reply, &from, epoch) else {
             return;
         };
+        self.check_committed(epoch, snap.last);
         if snap.last.index < self.hard.commit {
             let ours = self.log.pos_at(snap.last.index);
-            if ours.is_none_or(|p| p == snap.last) {
+            if ours.is_none_or(|p| p == snap.last) && self.split_seen != epoch {
                 // We are simply ahead of the primary's applied state (it was just elected): the
-                // copy would take us backwards. Ask again later.
+                // copy would take us backwards.
+                if self.verified.0 == epoch && self.verified.1 >= self.hard.commit {
+                    // Its appends showed that its log holds ours through our commit point, so
+                    // what holds it back is that we never acknowledged that prefix: a suffix of
+                    // ours beyond it (an old primary's, uncommitted) answered `Diverged`. If
+                    // we are in its in-sync set, it cannot commit without us, nor apply, nor
+                    // make a copy we take. Acknowledge the prefix; the copy it sends once it
+                    // has applied that far replaces the suffix.
+                    let matched = self.verified.1;
+                    let body = Body::AppendReply(AppendReply::Ok {
+                        matched,
+                        last: self.log.last(),
+                        seq: 0, // numbered when sent
+                    });
+                    self.ack_when_durable(reply, matched, body);
+                    return;
+                }
+                // Ask again later.
                 let commit = self.hard.commit;
                 self.respond(
                     reply,
@@ -149,8 +206,9 @@ impl<S: StateMachine, R> Replica<S, R> {
                 );
                 return;
             }
-            // Our committed entries differ from the primary's: only a split brain does that.
-            // The newer epoch wins; our side's writes are lost (see ARCHITECTURE.md).
+            // Our committed entries differ from the primary's (at the copy's last entry, or
+            // where this primary's appends met ours): only a split brain does that. The newer
+            // epoch wins; our side's writes are lost (see ARCHITECTURE.md).
             tracing::error!(
                 commit = self.hard.commit,
                 snapshot = snap.last.index,
@@ -167,6 +225,7 @@ impl<S: StateMachine, R> Replica<S, R> {
             // keeping them would only earn another divergence, and another copy.)
             if snap.last.index > self.hard.commit {
                 self.hard.commit = snap.last.index;
+                self.commit_epoch = epoch;
                 self.apply_committed();
             }
             let body = Body::AppendReply(AppendReply::Ok {
@@ -195,6 +254,7 @@ impl<S: StateMachine, R> Replica<S, R> {
         self.applied = snap.last;
         self.last_snapshot = snap.last;
         self.hard.commit = snap.last.index;
+        self.commit_epoch = epoch;
         self.verified = (epoch, snap.last.index);
         self.clock = self.clock.max(snap.last.lamport);
         // The old log is gone: nothing of it may be acknowledged or counted durable any more.

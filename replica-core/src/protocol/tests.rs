@@ -417,6 +417,22 @@ fn entry(index: u64, epoch: Epoch, lamport: u64) -> Entry {
     }
 }
 
+/// A full copy of a key-value machine that applied `entries`, ending at the last of them.
+fn copy_of(entries: &[Entry]) -> Snapshot {
+    let mut sm = KvMachine::default();
+    for e in entries {
+        if let Payload::Command(c) = &e.payload {
+            apply_command(&mut sm, c);
+        }
+    }
+    Snapshot {
+        last: entries.last().map_or(LogPos::ZERO, Entry::pos),
+        config: ClusterConfig::default(),
+        state: Bytes::from(sm.snapshot()),
+        dedup: Default::default(),
+    }
+}
+
 /// A secondary `s` with an empty log, its start-up outputs drained.
 fn fresh_secondary() -> Replica<KvMachine, R> {
     let mut s = new_replica(start("s", false));
@@ -558,18 +574,7 @@ fn late_full_copy_keeps_entries_already_appended() {
     ));
 
     // The copy the primary sent before those appends: state as of entry 2.
-    let mut sm = KvMachine::default();
-    for e in [entry(1, 1, 5), entry(2, 1, 6)] {
-        if let Payload::Command(c) = &e.payload {
-            apply_command(&mut sm, c);
-        }
-    }
-    let snap = Snapshot {
-        last: entry(2, 1, 6).pos(),
-        config: ClusterConfig::default(),
-        state: Bytes::from(sm.snapshot()),
-        dedup: Default::default(),
-    };
+    let snap = copy_of(&[entry(1, 1, 5), entry(2, 1, 6)]);
     s.step(
         3,
         Input::Request {
@@ -603,6 +608,186 @@ fn late_full_copy_keeps_entries_already_appended() {
         "the copy's last entry is committed"
     );
     assert_eq!(st.snapshots_installed, 0);
+}
+
+/// A full copy older than our commit point is refused while it may come from a primary that
+/// has not caught up yet (`SnapshotBehind`), and taken from a primary whose appends showed it
+/// holds another entry where we committed one: only a split brain does that, and the newer
+/// epoch wins. (Found by the simulator in partitions mode: a secondary from the losing side of
+/// a split refused every copy and, being in the new primary's in-sync set, blocked every write
+/// after the partition healed.)
+#[test]
+fn a_split_brain_primary_copy_replaces_committed_entries() {
+    let mut s = fresh_secondary();
+    let a = Append {
+        prev: LogPos::ZERO,
+        entries: vec![entry(1, 1, 5), entry(2, 1, 6), entry(3, 1, 7)],
+        commit: 3,
+        last: 3,
+        acked: 0,
+    };
+    request_then_persist(&mut s, 1, 1, msg("p", 1, Body::Append(Box::new(a))));
+    assert_eq!(
+        s.status().applied,
+        entry(3, 1, 7).pos(),
+        "all three committed"
+    );
+
+    // The state of a primary of epoch 2 (q) as of entry 2.
+    let snap = copy_of(&[entry(1, 1, 5), entry(2, 1, 6)]);
+    let installs = |out: &[Output<R>]| {
+        stores(out)
+            .iter()
+            .filter(|op| matches!(op, StoreOp::Install(_)))
+            .count()
+    };
+
+    // No sign of a split yet: q may simply not have caught up. Refused (once q's epoch is
+    // durable here).
+    s.step(
+        2,
+        Input::Request {
+            reply: 2,
+            msg: msg("q", 2, Body::InstallSnapshot(Box::new(snap.clone()))),
+        },
+    );
+    let mut out = s.take_outputs();
+    assert_eq!(installs(&out), 0);
+    s.step(
+        2,
+        Input::Persisted {
+            seq: last_seq(&out),
+        },
+    );
+    out.extend(s.take_outputs());
+    assert_eq!(
+        responds(&out),
+        vec![(
+            2,
+            &Body::AppendReply(AppendReply::SnapshotBehind { commit: 3 })
+        )]
+    );
+    assert_eq!(installs(&out), 0);
+
+    // q's append holds another entry at index 3, which we committed: a split brain.
+    let a = Append {
+        prev: entry(2, 1, 6).pos(),
+        entries: vec![entry(3, 2, 8)],
+        commit: 2,
+        last: 3,
+        acked: 0,
+    };
+    s.step(
+        3,
+        Input::Request {
+            reply: 3,
+            msg: msg("q", 2, Body::Append(Box::new(a))),
+        },
+    );
+    let out = s.take_outputs();
+    assert_eq!(
+        responds(&out),
+        vec![(
+            3,
+            &Body::AppendReply(AppendReply::Diverged {
+                last: entry(3, 1, 7).pos()
+            })
+        )]
+    );
+
+    // The same copy is now taken: our entry 3 is lost, the newer epoch's history wins.
+    s.step(
+        4,
+        Input::Request {
+            reply: 4,
+            msg: msg("q", 2, Body::InstallSnapshot(Box::new(snap))),
+        },
+    );
+    let out = s.take_outputs();
+    assert_eq!(installs(&out), 1);
+    let st = s.status();
+    assert_eq!(st.applied, entry(2, 1, 6).pos());
+    assert_eq!(st.last, entry(2, 1, 6).pos());
+    assert_eq!(st.snapshots_installed, 1);
+}
+
+/// A secondary ahead of a new primary's applied state (its commit point is past the copy the
+/// primary sends) but with an old primary's uncommitted suffix (which answered the new
+/// primary's append with `Diverged`) acknowledges the prefix the new primary's appends showed
+/// they share, rather than only asking for a later copy: if it is in the primary's in-sync set,
+/// the primary cannot commit, apply, or make a later copy without that acknowledgement. (Found
+/// by the simulator in partitions mode: the two waited on each other for good.)
+#[test]
+fn a_secondary_ahead_of_the_copy_acknowledges_the_shared_prefix() {
+    let mut s = fresh_secondary();
+    let a = Append {
+        prev: LogPos::ZERO,
+        entries: vec![
+            entry(1, 1, 5),
+            entry(2, 1, 6),
+            entry(3, 1, 7),
+            entry(4, 1, 8),
+        ],
+        commit: 3,
+        last: 4,
+        acked: 0,
+    };
+    request_then_persist(&mut s, 1, 1, msg("p", 1, Body::Append(Box::new(a))));
+    assert_eq!(
+        s.status().applied,
+        entry(3, 1, 7).pos(),
+        "4 is not committed"
+    );
+
+    // q (epoch 2) holds 1..3 as we do, then its own 4: our 4 diverges, uncommitted.
+    let a = Append {
+        prev: entry(3, 1, 7).pos(),
+        entries: vec![entry(4, 2, 9)],
+        commit: 2,
+        last: 4,
+        acked: 0,
+    };
+    let out = request_then_persist(&mut s, 2, 2, msg("q", 2, Body::Append(Box::new(a))));
+    assert_eq!(
+        responds(&out),
+        vec![(
+            2,
+            &Body::AppendReply(AppendReply::Diverged {
+                last: entry(4, 1, 8).pos()
+            })
+        )]
+    );
+
+    // q has applied through 2 only, so its copy is older than our commit point: not taken,
+    // but the prefix through 3 is acknowledged.
+    let snap = copy_of(&[entry(1, 1, 5), entry(2, 1, 6)]);
+    s.step(
+        3,
+        Input::Request {
+            reply: 3,
+            msg: msg("q", 2, Body::InstallSnapshot(Box::new(snap))),
+        },
+    );
+    let out = s.take_outputs();
+    assert!(!stores(&out)
+        .iter()
+        .any(|op| matches!(op, StoreOp::Install(_))));
+    assert!(
+        matches!(
+            responds(&out)[..],
+            [(
+                3,
+                Body::AppendReply(AppendReply::Ok {
+                    matched: 3,
+                    last,
+                    ..
+                })
+            )] if *last == entry(4, 1, 8).pos()
+        ),
+        "{:?}",
+        responds(&out)
+    );
+    assert_eq!(s.status().applied, entry(3, 1, 7).pos(), "nothing undone");
 }
 
 /// The primary commits only when every in-sync secondary acknowledged; a Gap reply rewinds
@@ -726,6 +911,22 @@ fn primary_waits_for_every_in_sync_secondary() {
         .iter()
         .any(|(to, b)| **to == id("s") && matches!(b, Body::InstallSnapshot(_))));
     assert_eq!(p.status().snapshots_sent, 1);
+
+    // It answers the copy with divergence again: no second copy within a heartbeat interval
+    // of the first (copy and answer would otherwise chase each other at network speed), one
+    // once the interval has passed.
+    p.step(
+        31,
+        Input::Response {
+            from: id("s"),
+            msg: msg("s", 1, Body::AppendReply(AppendReply::Diverged { last })),
+        },
+    );
+    p.take_outputs();
+    assert_eq!(p.status().snapshots_sent, 1, "not at network speed");
+    p.step(30 + cfg().heartbeat_interval_ms, Input::Tick);
+    p.take_outputs();
+    assert_eq!(p.status().snapshots_sent, 2, "after the interval");
 }
 
 /// A read is served only from state at least as new as the fence.
