@@ -29,10 +29,6 @@ use async_trait::async_trait;
 use futures_util::future::{BoxFuture, FutureExt};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{mpsc, oneshot};
-
-use self::inbox::{inbox, Inbox, InboxSender, WeakInboxSender};
-
-mod inbox;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 use uuid::Uuid;
@@ -45,6 +41,10 @@ use crate::state_machine::StateMachine;
 use crate::storage::{LogStore, StorageError, StoreOp};
 use crate::transport::{handle_decoded, HandleError, Handler, NodeStopped, Transport};
 use crate::types::{NodeId, Role};
+
+use self::inbox::{inbox, Inbox, InboxSender, WeakInboxSender};
+
+mod inbox;
 
 /// How many queued inputs the core task processes before executing outputs. Bounds the latency
 /// one turn adds, while letting a burst of writes share one batch.

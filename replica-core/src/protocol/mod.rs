@@ -319,10 +319,11 @@ pub struct Replica<S: StateMachine, R> {
     /// `epoch` (it came in, or was checked by, that primary's appends or copy). Meaningful only
     /// while `epoch` is current; tells a late full copy from a needed one.
     verified: (Epoch, LogIndex),
-    /// The latest epoch whose primary sent us an entry that differs from one we committed (0:
-    /// none). Only a split brain does that (partitions in all-in-sync mode): both sides
-    /// committed at the same index. Such a primary's full copy may then take us back past our
-    /// commit point — the newer epoch wins — where otherwise a copy older than our commit
+    /// The latest epoch whose primary showed that its log lacks entries we committed (0:
+    /// none): another entry at an index we committed, an entry there from a later epoch than
+    /// any we committed, or a log ending before our commit point (`commit_epoch`). Only a
+    /// split brain does that (partitions in all-in-sync mode): both sides committed at the
+    /// same index. Such a primary's full copy may then take us back past our commit point — the newer epoch wins — where otherwise a copy older than our commit
     /// point is refused as one from a primary that has not caught up yet. Without this, a
     /// secondary from the losing side refused every copy for good, and, being in the new
     /// primary's in-sync set, blocked every write after the partition healed.
@@ -598,6 +599,12 @@ impl<S: StateMachine, R> Replica<S, R> {
     /// pipeline is, the load signal the runtime polls by.
     pub fn writes_waiting(&self) -> usize {
         self.waiters.len() + self.late_waiters.len()
+    }
+
+    /// Set the commit point, reached in `epoch` (see `commit_epoch`).
+    fn commit_through(&mut self, index: LogIndex, epoch: Epoch) {
+        self.hard.commit = index;
+        self.commit_epoch = epoch;
     }
 
     /// Whether an append could leave now: this replica is the primary and some secondary has

@@ -384,10 +384,18 @@ impl<S: StateMachine, R> Replica<S, R> {
                 f.next = f.matched + 1;
             }
             let backing_off = f.backoff_until > now;
-            if backing_off || !f.has_slot(depth_max) {
-                // A batch is outstanding, or calls failed lately: keep heartbeating anyway. A
-                // secondary's eligibility lease relies on our silence meaning our death, so we
-                // never go quiet for longer than a heartbeat interval while we live.
+            // At most one full copy per heartbeat interval: a secondary ahead of what we have
+            // applied acknowledges the prefix it shares with us instead of taking an older
+            // copy, and still needs one; without a pause, copy and acknowledgement would chase
+            // each other at network speed until we applied further.
+            let copy_paced = (f.needs_snapshot || f.next <= base.index)
+                && f.snapshot_sent
+                    .is_some_and(|t| now.saturating_sub(t) < cfg.heartbeat_interval_ms);
+            if backing_off || !f.has_slot(depth_max) || copy_paced {
+                // A batch is outstanding, calls failed lately, or a copy just went out: keep
+                // heartbeating anyway. A secondary's eligibility lease relies on our silence
+                // meaning our death, so we never go quiet for longer than a heartbeat interval
+                // while we live.
                 if heartbeat_due {
                     if let Some(prev) = log.pos_at(f.next - 1) {
                         outputs.push(append_call(to, f, prev, Vec::new()));
@@ -401,21 +409,7 @@ impl<S: StateMachine, R> Replica<S, R> {
                 continue;
             }
             if f.needs_snapshot || f.next <= base.index {
-                // At most one full copy per heartbeat interval: a secondary ahead of what we
-                // have applied acknowledges the prefix it shares with us instead of taking an
-                // older copy, and still needs one; without a pause, copy and acknowledgement
-                // would chase each other at network speed until we applied further.
-                let recent = f
-                    .snapshot_sent
-                    .is_some_and(|t| now.saturating_sub(t) < cfg.heartbeat_interval_ms);
-                if !recent {
-                    snapshot_for.push(to.clone());
-                } else if heartbeat_due {
-                    if let Some(prev) = log.pos_at(f.next - 1) {
-                        outputs.push(append_call(to, f, prev, Vec::new()));
-                        f.last_sent = Some(now);
-                    }
-                }
+                snapshot_for.push(to.clone());
                 continue;
             }
             let Some(prev) = log.pos_at(f.next - 1) else {
@@ -564,8 +558,7 @@ impl<S: StateMachine, R> Replica<S, R> {
             commit = commit.min(self.followers.get(m).map_or(0, |f| f.matched));
         }
         if commit > self.hard.commit {
-            self.hard.commit = commit;
-            self.commit_epoch = self.hard.epoch;
+            self.commit_through(commit, self.hard.epoch);
             self.apply_committed();
         }
     }

@@ -106,8 +106,7 @@ impl<S: StateMachine, R> Replica<S, R> {
         self.verified = (epoch, verified.max(matched));
         let new_commit = a.commit.min(matched);
         if new_commit > self.hard.commit {
-            self.hard.commit = new_commit;
-            self.commit_epoch = epoch;
+            self.commit_through(new_commit, epoch);
             self.apply_committed();
         }
         if diverged {
@@ -121,6 +120,11 @@ impl<S: StateMachine, R> Replica<S, R> {
             self.confirmed = true;
         }
         self.echoed_ack = self.echoed_ack.max(a.acked);
+        self.ack_matched(reply, matched);
+    }
+
+    /// Acknowledge that our log matches the primary's through `matched`, once durable.
+    fn ack_matched(&mut self, reply: R, matched: LogIndex) {
         let body = Body::AppendReply(AppendReply::Ok {
             matched,
             last: self.log.last(),
@@ -158,10 +162,10 @@ impl<S: StateMachine, R> Replica<S, R> {
         }
     }
 
-    /// The primary of `epoch` holds another entry than ours at `index`, or none: if we
-    /// committed ours, that is a split brain (see `split_seen`).
+    /// The primary of `epoch` holds another entry than ours at `index`, which we committed, or
+    /// none: a split brain (see `split_seen`).
     fn note_split(&mut self, epoch: Epoch, index: LogIndex) {
-        if index <= self.hard.commit && epoch > self.split_seen {
+        if epoch > self.split_seen {
             tracing::error!(
                 index,
                 commit = self.hard.commit,
@@ -189,13 +193,7 @@ impl<S: StateMachine, R> Replica<S, R> {
                     // we are in its in-sync set, it cannot commit without us, nor apply, nor
                     // make a copy we take. Acknowledge the prefix; the copy it sends once it
                     // has applied that far replaces the suffix.
-                    let matched = self.verified.1;
-                    let body = Body::AppendReply(AppendReply::Ok {
-                        matched,
-                        last: self.log.last(),
-                        seq: 0, // numbered when sent
-                    });
-                    self.ack_when_durable(reply, matched, body);
+                    self.ack_matched(reply, self.verified.1);
                     return;
                 }
                 // Ask again later.
@@ -224,16 +222,10 @@ impl<S: StateMachine, R> Replica<S, R> {
             // this primary never confirmed — an old, divergent suffix — the copy is installed:
             // keeping them would only earn another divergence, and another copy.)
             if snap.last.index > self.hard.commit {
-                self.hard.commit = snap.last.index;
-                self.commit_epoch = epoch;
+                self.commit_through(snap.last.index, epoch);
                 self.apply_committed();
             }
-            let body = Body::AppendReply(AppendReply::Ok {
-                matched: snap.last.index,
-                last: self.log.last(),
-                seq: 0, // numbered when sent
-            });
-            self.ack_when_durable(reply, snap.last.index, body);
+            self.ack_matched(reply, snap.last.index);
             return;
         }
         if let Err(e) = self.sm.restore(&snap.state) {
@@ -253,8 +245,7 @@ impl<S: StateMachine, R> Replica<S, R> {
         self.applied_config = snap.config.clone();
         self.applied = snap.last;
         self.last_snapshot = snap.last;
-        self.hard.commit = snap.last.index;
-        self.commit_epoch = epoch;
+        self.commit_through(snap.last.index, epoch);
         self.verified = (epoch, snap.last.index);
         self.clock = self.clock.max(snap.last.lamport);
         // The old log is gone: nothing of it may be acknowledged or counted durable any more.
