@@ -75,7 +75,7 @@ pub struct DevArgs {
     /// Number of replicas (1 to 9).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=REPLICAS_MAX as i64))]
     pub replicas: u16,
-    /// Directory for the replicas' data (node-<port> inside, one per replica).
+    /// Directory for the replicas' data (node-PORT inside, one per replica).
     #[arg(long, value_name = "DIR", default_value = "ticket-data")]
     pub data_dir: PathBuf,
 }

@@ -60,7 +60,7 @@ pub struct NodeArgs {
     /// the configured primary to greet.
     #[arg(long, value_name = "this|HOST:PORT", value_parser = parse_primary)]
     pub primary: Primary,
-    /// Where the log and snapshots live [default: ./ticket-data/node-<port>].
+    /// Where the log and snapshots live [default: ./ticket-data/node-PORT].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// The cluster key.

@@ -1,5 +1,5 @@
-//! Latency and outcome recording: one [`Recorder`] per client (no sharing on the hot path),
-//! merged into a [`Summary`] at the end.
+//! Latency and outcome recording: one `Recorder` per client (no sharing on the hot path),
+//! merged into a `Summary` at the end.
 
 use std::collections::BTreeMap;
 

@@ -2,7 +2,7 @@
 //!
 //! Set-up creates the users and events a run works on (before the clock starts). Each client
 //! then draws requests from its own seeded RNG, so a run's request mix is a pure function of
-//! its seed. Every answer is entered in the client's [`Ledger`]: a 200 is a write that happened,
+//! its seed. Every answer is entered in the client's `Ledger`: a 200 is a write that happened,
 //! a 4xx one that did not, anything else one that may have; the consistency check compares
 //! the cluster's final state with those bounds.
 
