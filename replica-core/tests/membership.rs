@@ -205,3 +205,68 @@ async fn front_end_learns_the_new_primary_from_the_announcement() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// A replica that joins while writes go on gets one full copy, not one per heartbeat: the
+/// appends sent after the copy reach it first (the copy is still being encoded) and come back
+/// as gaps, which must not count as a new need for a copy while one is on its way. With a
+/// large state, each extra copy costs the primary a snapshot of the whole state machine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_joining_under_writes_gets_one_copy() {
+    let config = Config {
+        snapshot_interval_entries: 50,
+        log_retain_entries: 10,
+        ..Config::default()
+    };
+    let cluster = Cluster::start_with(3, config, 5).await;
+    cluster.wait_in_sync(3).await;
+    let client = cluster.client("fe");
+    // A state of a few megabytes, so that a copy takes real time to encode and install.
+    let value = "v".repeat(4096);
+    for i in 0..500 {
+        let _: Option<String> = client
+            .write(&KvCommand::put(format!("k{i}"), value.clone()))
+            .await
+            .unwrap();
+    }
+    let sent_before: u64 = cluster
+        .statuses()
+        .await
+        .iter()
+        .map(|s| s.snapshots_sent)
+        .sum();
+
+    // Writes go on while r3 joins.
+    let writing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let writer = {
+        let (client, writing) = (client.clone(), writing.clone());
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while writing.load(std::sync::atomic::Ordering::Relaxed) {
+                let _: Option<String> = client
+                    .write(&KvCommand::put(format!("w{}", n % 100), "x"))
+                    .await
+                    .unwrap();
+                n += 1;
+            }
+            n
+        })
+    };
+    let r3 = cluster.add_replica_named("r3").await;
+    cluster.wait_in_sync(4).await;
+    writing.store(false, std::sync::atomic::Ordering::Relaxed);
+    let written = writer.await.unwrap();
+    assert!(written > 0, "writes went on during the join");
+
+    let st = cluster.statuses().await;
+    let sent: u64 = st.iter().map(|s| s.snapshots_sent).sum::<u64>() - sent_before;
+    let new = st.iter().find(|s| s.id == r3).unwrap();
+    assert_eq!(
+        (sent, new.snapshots_installed),
+        (1, 1),
+        "one copy sent, one installed: {st:#?}"
+    );
+    let commit = st.iter().map(|s| s.commit).max().unwrap();
+    cluster.wait_converged(commit).await;
+    let states = cluster.states().await;
+    assert!(states.iter().all(|(_, m)| m.data == states[0].1.data));
+}

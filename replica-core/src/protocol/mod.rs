@@ -729,7 +729,8 @@ impl<S: StateMachine, R> Replica<S, R> {
 
     fn on_call_failed(&mut self, to: NodeId, kind: CallKind) {
         match kind {
-            CallKind::Append | CallKind::Snapshot => self.on_append_failed(&to),
+            CallKind::Append => self.on_append_failed(&to, false),
+            CallKind::Snapshot => self.on_append_failed(&to, true),
             CallKind::ElectionQuery => self.on_election_query_failed(&to),
             CallKind::Announce | CallKind::Gossip => {}
         }

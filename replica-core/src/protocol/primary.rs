@@ -13,6 +13,9 @@ use crate::message::{self, Append, AppendReply, Body, Message, WriteError, Write
 use crate::state_machine::StateMachine;
 use crate::types::{ClusterConfig, DedupRecordRef, Entry, Epoch, LogIndex, NodeId, Payload, Role};
 
+/// A full copy unanswered for this many ack timeouts (15 s by default) is presumed lost.
+const COPY_WAIT_ACK_TIMEOUTS: u64 = 10;
+
 /// Replication progress of one secondary, as the primary tracks it.
 #[derive(Clone, Debug)]
 pub(super) struct Follower {
@@ -43,6 +46,24 @@ pub(super) struct Follower {
     backoff_until: u64,
     /// When we last sent it a full copy; `None`: never.
     snapshot_sent: Option<u64>,
+    /// A full copy on its way, not answered yet: no other copy goes out meanwhile.
+    copy: Option<CopyInFlight>,
+}
+
+/// A full copy sent to a follower and not answered yet.
+///
+/// Why it is tracked: a copy takes time to make, encode, carry and install (the runtime
+/// encodes it off the replica's task), so the appends sent after it usually reach the
+/// secondary first and come back as gaps from its old log. Taken at face value, each would ask
+/// for another copy (one per heartbeat interval, each a snapshot of the whole state machine
+/// on the primary's task) while the first was still on its way.
+#[derive(Debug, Clone, Copy)]
+struct CopyInFlight {
+    /// The copy's last index: an acknowledgement of it (or beyond) means it was installed.
+    last: LogIndex,
+    /// Presumed lost from this time on if still unanswered (the transport gives every call
+    /// an outcome, but need not do so soon, or at all).
+    until: u64,
 }
 
 impl Follower {
@@ -60,12 +81,25 @@ impl Follower {
             needs_snapshot: false,
             backoff_until: 0,
             snapshot_sent: None,
+            copy: None,
         }
     }
 
     /// Whether another append may be sent to it now (fewer than `depth_max` outstanding).
     pub(super) fn has_slot(&self, depth_max: u32) -> bool {
         self.in_flight < depth_max
+    }
+
+    /// The copy still on its way at `now`, if any.
+    fn copy_in_flight(&self, now: u64) -> Option<CopyInFlight> {
+        self.copy.filter(|c| now < c.until)
+    }
+
+    /// Where appends resume after a loss: past what it acknowledged, and past a copy on its
+    /// way (the entries before its end come with it).
+    fn resume_from(&self, now: u64) -> LogIndex {
+        let copied = self.copy_in_flight(now).map_or(0, |c| c.last);
+        self.matched.max(copied) + 1
     }
 
     /// Forget what we knew: the process restarted and may have lost unsynced entries.
@@ -378,19 +412,25 @@ impl<S: StateMachine, R> Replica<S, R> {
             let heartbeat_due = f
                 .last_sent
                 .is_none_or(|t| now.saturating_sub(t) >= cfg.heartbeat_interval_ms);
+            if f.copy.is_some() && f.copy_in_flight(now).is_none() {
+                // Unanswered for too long: presume the copy lost.
+                f.copy = None;
+            }
             if f.in_flight > 0 && now.saturating_sub(f.in_flight_since) >= resend_after {
                 // Nothing back for a while: assume what is outstanding lost and resend it.
                 f.in_flight = 0;
-                f.next = f.matched + 1;
+                f.next = f.resume_from(now);
             }
             let backing_off = f.backoff_until > now;
             // At most one full copy per heartbeat interval: a secondary ahead of what we have
             // applied acknowledges the prefix it shares with us instead of taking an older
             // copy, and still needs one; without a pause, copy and acknowledgement would chase
             // each other at network speed until we applied further.
+            // And none while one is on its way.
             let copy_paced = (f.needs_snapshot || f.next <= base.index)
-                && f.snapshot_sent
-                    .is_some_and(|t| now.saturating_sub(t) < cfg.heartbeat_interval_ms);
+                && (f.copy_in_flight(now).is_some()
+                    || f.snapshot_sent
+                        .is_some_and(|t| now.saturating_sub(t) < cfg.heartbeat_interval_ms));
             if backing_off || !f.has_slot(depth_max) || copy_paced {
                 // A batch is outstanding, calls failed lately, or a copy just went out: keep
                 // heartbeating anyway. A secondary's eligibility lease relies on our silence
@@ -437,6 +477,7 @@ impl<S: StateMachine, R> Replica<S, R> {
         }
         if !snapshot_for.is_empty() {
             let snapshot = Box::new(self.make_snapshot());
+            let copy_wait = self.copy_wait();
             for to in snapshot_for {
                 if let Some(f) = self.followers.get_mut(&to) {
                     f.in_flight_since = now;
@@ -445,6 +486,10 @@ impl<S: StateMachine, R> Replica<S, R> {
                     f.last_sent = Some(now);
                     f.needs_snapshot = false;
                     f.snapshot_sent = Some(now);
+                    f.copy = Some(CopyInFlight {
+                        last: snapshot.last.index,
+                        until: now + copy_wait,
+                    });
                     f.next = snapshot.last.index + 1;
                 }
                 self.stats.snapshots_sent += 1;
@@ -470,6 +515,13 @@ impl<S: StateMachine, R> Replica<S, R> {
         match reply {
             AppendReply::Ok { matched, last, seq } => {
                 self.acked_in_epoch = true;
+                if f.copy.is_some_and(|c| matched >= c.last) {
+                    // The copy arrived (this answers it, or an append built on it): whatever
+                    // the replies from its old log asked for meanwhile, it has now.
+                    f.copy = None;
+                    f.needs_snapshot = false;
+                    f.backoff_until = 0;
+                }
                 f.in_flight = f.in_flight.saturating_sub(1);
                 f.last_ack = now;
                 f.acked_seq = f.acked_seq.max(seq);
@@ -480,6 +532,16 @@ impl<S: StateMachine, R> Replica<S, R> {
                     // It holds entries we never wrote (an old primary's): only a full copy fixes that.
                     f.needs_snapshot = true;
                 }
+            }
+            AppendReply::Gap { .. } | AppendReply::Diverged { .. }
+                if f.copy_in_flight(now).is_some() =>
+            {
+                // An append that overtook the copy on its way, answered from the old log. The
+                // copy will settle it: pause appends (heartbeats go on) until it is answered or
+                // a heartbeat interval has passed, then resume after it.
+                f.in_flight = 0;
+                f.next = f.resume_from(now);
+                f.backoff_until = now + self.cfg.heartbeat_interval_ms;
             }
             AppendReply::Gap { last } => {
                 // Whatever else is in flight was built on the wrong assumption: start over.
@@ -496,6 +558,8 @@ impl<S: StateMachine, R> Replica<S, R> {
                 f.needs_snapshot = true;
             }
             AppendReply::SnapshotBehind { .. } => {
+                // Only a copy is answered so: it was refused, send another later.
+                f.copy = None;
                 f.in_flight = 0;
                 f.next = f.matched + 1;
                 f.backoff_until = now + self.cfg.heartbeat_interval_ms;
@@ -511,14 +575,29 @@ impl<S: StateMachine, R> Replica<S, R> {
         self.advance_commit();
     }
 
-    pub(super) fn on_append_failed(&mut self, to: &NodeId) {
-        let backoff = self.now + self.cfg.heartbeat_interval_ms;
+    /// An append (`copy` false) or a full copy (`copy` true) to `to` failed.
+    pub(super) fn on_append_failed(&mut self, to: &NodeId, copy: bool) {
+        let now = self.now;
+        let backoff = now + self.cfg.heartbeat_interval_ms;
         if let Some(f) = self.followers.get_mut(to) {
-            // Resend from what it acknowledged once the backoff is over.
+            if copy {
+                f.copy = None;
+            }
+            // Resend from what it acknowledged (or after a copy still on its way) once the
+            // backoff is over.
             f.in_flight = 0;
-            f.next = f.matched + 1;
+            f.next = f.resume_from(now);
             f.backoff_until = backoff;
         }
+    }
+
+    /// How long a full copy may go unanswered before it is presumed lost and another may be
+    /// sent. Generous: a large state takes a while to encode, carry and install, and a
+    /// transport that gives up on a call says so sooner ([`super::Input::CallFailed`] ends the wait).
+    fn copy_wait(&self) -> u64 {
+        self.cfg
+            .ack_timeout_ms
+            .saturating_mul(COPY_WAIT_ACK_TIMEOUTS)
     }
 
     /// Whether this primary may serve a linearizable read now.

@@ -912,14 +912,26 @@ fn primary_waits_for_every_in_sync_secondary() {
         .any(|(to, b)| **to == id("s") && matches!(b, Body::InstallSnapshot(_))));
     assert_eq!(p.status().snapshots_sent, 1);
 
-    // It answers the copy with divergence again: no second copy within a heartbeat interval
-    // of the first (copy and answer would otherwise chase each other at network speed), one
-    // once the interval has passed.
+    // It answers the copy by acknowledging what it shares with us, from a log that goes on
+    // beyond ours (a secondary ahead of the copy keeps its suffix): it still needs a copy, but
+    // not within a heartbeat interval of the first (copy and answer would otherwise chase each
+    // other at network speed); one once the interval has passed.
     p.step(
         31,
         Input::Response {
             from: id("s"),
-            msg: msg("s", 1, Body::AppendReply(AppendReply::Diverged { last })),
+            msg: msg(
+                "s",
+                1,
+                Body::AppendReply(AppendReply::Ok {
+                    matched: last.index,
+                    last: LogPos {
+                        index: last.index + 1,
+                        ..last
+                    },
+                    seq: 3,
+                }),
+            ),
         },
     );
     p.take_outputs();
@@ -1067,10 +1079,9 @@ fn unknown_secondary_never_wins_alone() {
     assert!(queried, "it did run elections");
 }
 
-/// Election replies: defer to an eligible, higher-ranked replica; win otherwise.
-#[test]
-fn election_ranks_by_log_freshness_not_address() {
-    // "a" is in sync with a short log; "z" (higher address) answers with an older log.
+/// Replica "a" of {p, a, z}, in sync with p, caught up and running, that last heard from p
+/// at 1,900 ms: at 2,000 ms it starts an election.
+fn candidate_a() -> Replica<KvMachine, R> {
     let recovered = Recovered {
         hard_state: HardState {
             epoch: 1,
@@ -1101,6 +1112,14 @@ fn election_ranks_by_log_freshness_not_address() {
     a.echoed_ack = 7; // ...and p said it had received that acknowledgement
     a.primary_contact = 1_900;
     a.last_tick = 1_990; // it has been running (no stall of its own)
+    a
+}
+
+/// Election replies: defer to an eligible, higher-ranked replica; win otherwise.
+#[test]
+fn election_ranks_by_log_freshness_not_address() {
+    // "a" is in sync with a short log; "z" (higher address) answers with an older log.
+    let mut a = candidate_a();
     a.step(2_000, Input::Tick);
     let out = a.take_outputs();
     let asked: Vec<&NodeId> = calls(&out)
@@ -1173,4 +1192,199 @@ fn election_ranks_by_log_freshness_not_address() {
     assert!(calls(&out)
         .iter()
         .any(|(to, b)| **to == id("z") && matches!(b, Body::Announce)));
+}
+
+/// The primary `p` with a compacted log, and a new secondary `s` that greeted it and answered
+/// the first probe from its empty log: a full copy to `s` is among the outputs returned.
+fn primary_copying_to_a_new_secondary() -> (Replica<KvMachine, R>, Vec<Output<R>>) {
+    let config = Config {
+        snapshot_interval_entries: 2,
+        log_retain_entries: 0,
+        // Membership keeps a silent `s` for as long as the tests below wait.
+        suspicion_timeout_ms: 60_000,
+        ..cfg()
+    };
+    let mut p = booted_primary_with(config);
+    for n in 0..4u32 {
+        p.step(1, write(10 + n, 100 + u128::from(n), "a"));
+        let out = p.take_outputs();
+        p.step(
+            1,
+            Input::Persisted {
+                seq: last_seq(&out),
+            },
+        );
+        p.take_outputs();
+    }
+    assert!(p.status().log_base.index > 1, "compacted");
+    let greet = vec![ServiceEntry {
+        kind: ServiceKind::Replica,
+        address: id("s"),
+        primary: false,
+        generation: 1,
+        heartbeat: 1,
+    }];
+    p.step(
+        2,
+        Input::Request {
+            reply: 1,
+            msg: msg("s", 0, Body::Gossip(greet)),
+        },
+    );
+    p.step(10, Input::Tick);
+    p.take_outputs();
+    p.step(11, gap_from_s(LogPos::ZERO));
+    let out = p.take_outputs();
+    assert_eq!(copies_to_s(&out), 1, "the suffix s needs was compacted");
+    (p, out)
+}
+
+fn gap_from_s(last: LogPos) -> Input<R> {
+    Input::Response {
+        from: id("s"),
+        msg: msg("s", 1, Body::AppendReply(AppendReply::Gap { last })),
+    }
+}
+
+fn copies_to_s(out: &[Output<R>]) -> usize {
+    calls(out)
+        .iter()
+        .filter(|(to, b)| **to == id("s") && matches!(b, Body::InstallSnapshot(_)))
+        .count()
+}
+
+fn appends_to_s(out: &[Output<R>]) -> Vec<Append> {
+    calls(out)
+        .into_iter()
+        .filter_map(|(to, b)| match b {
+            Body::Append(a) if *to == id("s") => Some((**a).clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A full copy on its way is not sent again: the appends sent after it that reach the
+/// secondary first come back as gaps from its old log, and those pause appends instead of
+/// asking for another copy; heartbeats go on; once the copy is acknowledged, appends resume
+/// from its end. Before, every such gap brought another copy, one per heartbeat interval.
+#[test]
+fn a_copy_on_its_way_is_not_sent_again() {
+    let (mut p, out) = primary_copying_to_a_new_secondary();
+    let copy_last = calls(&out)
+        .iter()
+        .find_map(|(_, b)| match b {
+            Body::InstallSnapshot(snap) => Some(snap.last),
+            _ => None,
+        })
+        .unwrap();
+    let hb = cfg().heartbeat_interval_ms;
+    let mut t = 11;
+    for k in 0..10u32 {
+        t += hb + 10;
+        p.step(t, write(50 + k, 500 + u128::from(k), "b"));
+        let out = p.take_outputs();
+        p.step(
+            t,
+            Input::Persisted {
+                seq: last_seq(&out),
+            },
+        );
+        p.step(t + 1, Input::Tick);
+        let out = p.take_outputs();
+        assert_eq!(copies_to_s(&out), 0, "no second copy at {t}");
+        let appends = appends_to_s(&out);
+        assert!(
+            appends.iter().all(|a| a.prev.index >= copy_last.index),
+            "appends and heartbeats go on after the copy's end: {appends:?}"
+        );
+        // They overtook the copy: s answers from its old, empty log.
+        p.step(t + 2, gap_from_s(LogPos::ZERO));
+        assert_eq!(copies_to_s(&p.take_outputs()), 0, "a gap asks for no copy");
+    }
+    assert_eq!(p.status().snapshots_sent, 1);
+
+    // The copy arrives and is acknowledged: appends resume from its end, no copy follows.
+    t += 1;
+    p.step(
+        t,
+        Input::Response {
+            from: id("s"),
+            msg: msg(
+                "s",
+                1,
+                Body::AppendReply(AppendReply::Ok {
+                    matched: copy_last.index,
+                    last: copy_last,
+                    seq: 1,
+                }),
+            ),
+        },
+    );
+    let out = p.take_outputs();
+    let appends = appends_to_s(&out);
+    assert!(
+        matches!(&appends[..], [a] if a.prev == copy_last && !a.entries.is_empty()),
+        "the entries after the copy go out at once: {appends:?}"
+    );
+    p.step(t + 10 * hb, Input::Tick);
+    assert_eq!(copies_to_s(&p.take_outputs()), 0);
+    assert_eq!(p.status().snapshots_sent, 1);
+}
+
+/// A copy is sent again when it failed, or when it went unanswered for ten ack timeouts and
+/// the secondary still answers from its old log.
+#[test]
+fn a_lost_copy_is_sent_again() {
+    let hb = cfg().heartbeat_interval_ms;
+    let wait = cfg().ack_timeout_ms * 10;
+
+    // Failed: another once the back-off is over.
+    let (mut p, _) = primary_copying_to_a_new_secondary();
+    p.step(
+        20,
+        Input::CallFailed {
+            to: id("s"),
+            kind: CallKind::Snapshot,
+        },
+    );
+    p.take_outputs();
+    p.step(20 + hb, Input::Tick);
+    assert_eq!(copies_to_s(&p.take_outputs()), 1, "resent after a failure");
+
+    // An append failing meanwhile is no reason for another.
+    let (mut p, _) = primary_copying_to_a_new_secondary();
+    p.step(
+        20,
+        Input::CallFailed {
+            to: id("s"),
+            kind: CallKind::Append,
+        },
+    );
+    p.take_outputs();
+    p.step(20 + hb, Input::Tick);
+    assert_eq!(
+        copies_to_s(&p.take_outputs()),
+        0,
+        "the copy is still on its way"
+    );
+
+    // Unanswered: heartbeats only, until the wait is over.
+    let (mut p, _) = primary_copying_to_a_new_secondary();
+    let mut sent = 0;
+    let mut t = 11;
+    while t < 11 + wait - hb {
+        t += hb;
+        p.step(t, Input::Tick);
+        sent += copies_to_s(&p.take_outputs());
+    }
+    assert_eq!(sent, 0, "none while the copy may still be on its way");
+    // Past the wait, a heartbeat's gap from the old log is taken at its word again.
+    p.step(11 + wait, Input::Tick);
+    p.take_outputs();
+    p.step(11 + wait + 1, gap_from_s(LogPos::ZERO));
+    assert_eq!(
+        copies_to_s(&p.take_outputs()),
+        1,
+        "presumed lost after the wait"
+    );
 }
