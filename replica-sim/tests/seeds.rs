@@ -233,6 +233,14 @@ fn targeted_lease_findings() {
     }
 }
 
+/// Targeted mode with message loss: a candidate deferred to a higher-ranked replica that took
+/// epoch 2 and crashed before its announcement got through; the candidate's next round found it
+/// silent and took epoch 2 as well (3100044).
+#[test]
+fn targeted_loss_findings() {
+    assert_passes(3_100_044, FaultMode::Targeted);
+}
+
 /// Partitions-mode seeds that did not converge after healing. Split brain is allowed in this
 /// mode (the losing side's writes are lost, so applied indices may go backwards); never
 /// converging is not. A secondary from the losing side, in the new primary's in-sync set,

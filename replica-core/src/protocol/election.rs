@@ -2,7 +2,9 @@
 //!
 //! A candidate asks every replica it knows (`ElectionQuery`, the seed's `GET /election`). It
 //! defers when someone still hears a primary, or when an eligible replica outranks it; otherwise
-//! it takes the next epoch and announces itself (the seed's `POST /election`).
+//! it takes the next epoch and announces itself (the seed's `POST /election`). "Next" skips the
+//! epoch a replica it deferred to earlier could have taken without its announcement getting
+//! through (it may have crashed right after taking office).
 //!
 //! Invariants:
 //! - **rank** = (epoch of last entry, lamport of last entry, id): the freshest log wins, the id
@@ -230,6 +232,7 @@ impl<S: StateMachine, R> Replica<S, R> {
                 .max()
                 .unwrap_or(0)
                 .max(self.hard.epoch)
+                .max(self.epoch_deferred)
                 + 1;
             let in_sync: BTreeSet<NodeId> = el
                 .replies
@@ -242,6 +245,18 @@ impl<S: StateMachine, R> Replica<S, R> {
             self.event(Event::ElectionWon { epoch });
             self.claim_office(epoch, in_sync);
         } else {
+            // Defer to those who outrank us. Each may take office in the epoch after the one
+            // it answered in, and crash before its announcement reaches us; if we win a later
+            // round, we must not take that epoch too (two primaries in one epoch would not
+            // fence each other).
+            let deferred = el
+                .replies
+                .values()
+                .filter(|(_, r)| r.rank > me)
+                .map(|(e, _)| e + 1)
+                .max()
+                .unwrap_or(0);
+            self.epoch_deferred = self.epoch_deferred.max(deferred);
             let deadline = self.election_deadline();
             if let Some(el) = self.election.as_mut() {
                 el.waiting = true;

@@ -370,6 +370,10 @@ pub struct Replica<S: StateMachine, R> {
 
     // --- candidate
     election: Option<Election>,
+    /// Epochs up to this one may have been taken by a replica we deferred to in an election
+    /// and never heard announce itself (it may have taken office and crashed before its
+    /// announcement reached us): we take a later one if we win.
+    epoch_deferred: Epoch,
     /// Won, waiting for the new epoch to be durable before taking office: (epoch, in-sync).
     pending_office: Option<(Epoch, BTreeSet<NodeId>)>,
     /// The claim in `pending_office` is the initial primary's bootstrap (it has no rivals).
@@ -497,6 +501,7 @@ impl<S: StateMachine, R> Replica<S, R> {
             late_waiters: Vec::new(),
             election: None,
             pending_office: None,
+            epoch_deferred: 0,
             bootstrapping: false,
             acked_in_epoch: false,
             services: Services::new(start.id.clone(), ServiceKind::Replica, generation),
