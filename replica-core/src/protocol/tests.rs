@@ -790,12 +790,8 @@ fn a_secondary_ahead_of_the_copy_acknowledges_the_shared_prefix() {
     assert_eq!(s.status().applied, entry(3, 1, 7).pos(), "nothing undone");
 }
 
-/// The primary commits only when every in-sync secondary acknowledged; a Gap reply rewinds
-/// `next`; a Diverged reply triggers a full copy.
-#[test]
-fn primary_waits_for_every_in_sync_secondary() {
-    let mut p = booted_primary();
-    // s greets: it becomes a follower on the next tick and is probed with a heartbeat.
+/// Replica `s` greets the primary `p` at `now`: it becomes a follower at the next tick.
+fn greet_from_s(p: &mut Replica<KvMachine, R>, now: u64) {
     let greet = vec![ServiceEntry {
         kind: ServiceKind::Replica,
         address: id("s"),
@@ -804,12 +800,21 @@ fn primary_waits_for_every_in_sync_secondary() {
         heartbeat: 1,
     }];
     p.step(
-        1,
+        now,
         Input::Request {
             reply: 1,
             msg: msg("s", 0, Body::Gossip(greet)),
         },
     );
+}
+
+/// The primary commits only when every in-sync secondary acknowledged; a Gap reply rewinds
+/// `next`; a Diverged reply triggers a full copy.
+#[test]
+fn primary_waits_for_every_in_sync_secondary() {
+    let mut p = booted_primary();
+    // s greets: it becomes a follower on the next tick and is probed with a heartbeat.
+    greet_from_s(&mut p, 1);
     p.step(10, Input::Tick);
     let out = p.take_outputs();
     let c = calls(&out);
@@ -1217,20 +1222,7 @@ fn primary_copying_to_a_new_secondary() -> (Replica<KvMachine, R>, Vec<Output<R>
         p.take_outputs();
     }
     assert!(p.status().log_base.index > 1, "compacted");
-    let greet = vec![ServiceEntry {
-        kind: ServiceKind::Replica,
-        address: id("s"),
-        primary: false,
-        generation: 1,
-        heartbeat: 1,
-    }];
-    p.step(
-        2,
-        Input::Request {
-            reply: 1,
-            msg: msg("s", 0, Body::Gossip(greet)),
-        },
-    );
+    greet_from_s(&mut p, 2);
     p.step(10, Input::Tick);
     p.take_outputs();
     p.step(11, gap_from_s(LogPos::ZERO));
