@@ -61,8 +61,14 @@ impl<S: StateMachine, R> Replica<S, R> {
                 self.respond(reply, Body::AppendReply(AppendReply::Diverged { last }));
                 return;
             }
-            // Compacted: below our snapshot, so committed; nothing left to compare.
-            None if a.prev.index < self.log.base().index => {}
+            // Compacted: below our snapshot, so committed; nothing left to compare, which is
+            // fine unless this primary showed a split brain (its committed entries are not ours).
+            None if a.prev.index < self.log.base().index => {
+                if !self.compacted_matches(epoch, a.prev.index) {
+                    self.respond(reply, Body::AppendReply(AppendReply::Diverged { last }));
+                    return;
+                }
+            }
             None => {
                 self.respond(reply, Body::AppendReply(AppendReply::Gap { last }));
                 return;
@@ -79,8 +85,11 @@ impl<S: StateMachine, R> Replica<S, R> {
             if e.index <= held.index {
                 self.check_committed(epoch, e.pos());
                 // Already held: the same entry (a duplicate or a resend), or a conflict.
-                let same =
-                    e.index <= self.log.base().index || self.log.pos_at(e.index) == Some(e.pos());
+                let same = if e.index <= self.log.base().index {
+                    self.compacted_matches(epoch, e.index)
+                } else {
+                    self.log.pos_at(e.index) == Some(e.pos())
+                };
                 if !same {
                     diverged = true;
                     break;
@@ -160,6 +169,15 @@ impl<S: StateMachine, R> Replica<S, R> {
         if differs {
             self.note_split(epoch, pos.index);
         }
+    }
+
+    /// Whether the entry at `index`, compacted away here (so committed), can be taken to equal
+    /// the primary's of `epoch`: yes, unless that primary showed a split brain (`split_seen`) —
+    /// then only as far as it verified our log (its copy, or its appends). Taking a split
+    /// primary's word for it would apply its entries on top of the other side's state: the
+    /// same applied position, another state (the simulator's partitions seed 36773).
+    fn compacted_matches(&self, epoch: Epoch, index: LogIndex) -> bool {
+        self.split_seen != epoch || (self.verified.0 == epoch && index <= self.verified.1)
     }
 
     /// The primary of `epoch` holds another entry than ours at `index`, which we committed, or

@@ -1442,3 +1442,111 @@ fn a_candidate_skips_the_epoch_of_a_replica_it_deferred_to() {
     assert_eq!(st.role, Role::Primary, "z never came: a takes over");
     assert_eq!(st.epoch, 3, "past epoch 2, which z may hold");
 }
+
+/// A secondary that compacted its log takes the entries below its snapshot as equal to the
+/// primary's (they are committed) — unless that primary showed a split brain, whose committed
+/// entries are not ours. Then an append that follows a compacted entry is refused as
+/// divergent, so that a copy replaces the other side's state, instead of applying the primary's
+/// entries on top of it: the same applied position with another state (found by the simulator's
+/// partitions mode, seed 36773, once a copy on its way was no longer resent).
+#[test]
+fn a_split_primary_is_not_trusted_below_the_snapshot() {
+    let compacted_secondary = || {
+        let config = Config {
+            snapshot_interval_entries: 2,
+            log_retain_entries: 0,
+            ..cfg()
+        };
+        let mut s = new_replica_with(start("s", false), config);
+        s.take_outputs();
+        let a = Append {
+            prev: LogPos::ZERO,
+            entries: (1..=4).map(|i| entry(i, 1, 4 + i)).collect(),
+            commit: 4,
+            last: 4,
+            acked: 0,
+        };
+        request_then_persist(&mut s, 1, 1, msg("p", 1, Body::Append(Box::new(a))));
+        assert_eq!(s.status().applied, entry(4, 1, 8).pos());
+        assert_eq!(
+            s.status().log_base.index,
+            4,
+            "compacted through its commit point"
+        );
+        s
+    };
+    let from_q = |s: &mut Replica<KvMachine, R>, prev: LogPos, entries: Vec<Entry>| {
+        let a = Append {
+            prev,
+            entries,
+            commit: 5,
+            last: 5,
+            acked: 0,
+        };
+        s.step(
+            2,
+            Input::Request {
+                reply: 2,
+                msg: msg("q", 2, Body::Append(Box::new(a))),
+            },
+        );
+        let mut out = s.take_outputs();
+        if !stores(&out).is_empty() {
+            s.step(
+                2,
+                Input::Persisted {
+                    seq: last_seq(&out),
+                },
+            );
+            out.extend(s.take_outputs());
+        }
+        out
+    };
+
+    // q holds an entry of its own epoch at index 3, which we committed in epoch 1: a split.
+    // Neither its heartbeat nor its entries are taken.
+    let mut s = compacted_secondary();
+    let out = from_q(&mut s, entry(3, 2, 9).pos(), Vec::new());
+    assert_eq!(
+        responds(&out),
+        vec![(
+            2,
+            &Body::AppendReply(AppendReply::Diverged {
+                last: entry(4, 1, 8).pos()
+            })
+        )],
+        "a heartbeat after a compacted entry of a split primary"
+    );
+    let out = from_q(
+        &mut s,
+        entry(3, 2, 9).pos(),
+        vec![entry(4, 2, 10), entry(5, 2, 11)],
+    );
+    assert_eq!(
+        responds(&out),
+        vec![(
+            2,
+            &Body::AppendReply(AppendReply::Diverged {
+                last: entry(4, 1, 8).pos()
+            })
+        )]
+    );
+    assert_eq!(s.status().applied, entry(4, 1, 8).pos(), "nothing applied");
+    assert_eq!(s.status().last, entry(4, 1, 8).pos(), "nothing appended");
+
+    // Without a split (q's log holds ours through index 3), the same shape is taken.
+    let mut s = compacted_secondary();
+    let out = from_q(
+        &mut s,
+        entry(3, 1, 7).pos(),
+        vec![entry(4, 1, 8), entry(5, 2, 11)],
+    );
+    assert!(
+        matches!(
+            responds(&out)[..],
+            [(2, Body::AppendReply(AppendReply::Ok { matched: 5, .. }))]
+        ),
+        "{out:?}"
+    );
+    assert_eq!(s.status().applied, entry(5, 2, 11).pos());
+}
