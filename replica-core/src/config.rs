@@ -88,6 +88,13 @@ pub struct Config {
     /// out, +40% writes/s in the in-process benchmark at 64 writers, +19% at 256. 0 turns
     /// polling off (a machine where every core is spoken for at moderate load). Default 1,024.
     pub idle_polls: u32,
+    /// A full copy (`InstallSnapshot`) that encodes to more than this many bytes travels in
+    /// pieces of this size, each its own transport call, and the receiving runtime puts them
+    /// back together before its replica sees the copy. So a state machine of any size can be
+    /// copied over a transport that bounds its messages and the time each call may take
+    /// (`replica-http`: 64 MiB and 5 s by default): with one message per copy, a replica whose
+    /// snapshot outgrew either could never be brought back by a copy. Default 4 MiB.
+    pub copy_chunk_bytes: usize,
 }
 
 impl Default for Config {
@@ -109,6 +116,7 @@ impl Default for Config {
             log_retain_entries: 10_000,
             tick_interval_ms: 10,
             idle_polls: 1024,
+            copy_chunk_bytes: 4 << 20,
         }
     }
 }
@@ -136,6 +144,9 @@ impl Config {
         }
         if self.pending_writes_max == 0 || self.election_wait_ms == 0 {
             return err("pending_writes_max and election_wait_ms must be positive");
+        }
+        if self.copy_chunk_bytes == 0 {
+            return err("copy_chunk_bytes must be positive");
         }
         Ok(())
     }

@@ -73,6 +73,13 @@ pub enum Body {
     Ack,
     /// Refusal: the sender's epoch is older than the receiver's (whose epoch is in the header).
     StaleEpoch,
+    /// Primary → secondary: a piece of an encoded `InstallSnapshot` message too large for one
+    /// (`Config::copy_chunk_bytes`). Framing between runtimes: the receiving runtime puts the
+    /// pieces together and hands its replica the whole copy, which never sees a piece. Reply:
+    /// `CopyChunkReply` for every piece but the last; for the last, the copy's `AppendReply`.
+    CopyChunk(CopyChunk),
+    /// How much of a chunked copy the receiver holds.
+    CopyChunkReply(CopyChunkReply),
 }
 
 impl Body {
@@ -95,6 +102,7 @@ impl Body {
                 Body::Read(r) => r.query.len(),
                 Body::ReadReply(Ok(r)) => r.answer.len(),
                 Body::Gossip(l) | Body::Services(l) => l.len() * 48,
+                Body::CopyChunk(c) => c.bytes.len(),
                 _ => 0,
             }
     }
@@ -119,6 +127,8 @@ impl Body {
             Body::Services(_) => "services",
             Body::Ack => "ack",
             Body::StaleEpoch => "stale_epoch",
+            Body::CopyChunk(_) => "copy_chunk",
+            Body::CopyChunkReply(_) => "copy_chunk_reply",
         }
     }
 }
@@ -172,6 +182,34 @@ pub enum AppendReply {
         /// The secondary's commit point.
         commit: LogIndex,
     },
+}
+
+/// A piece of a full copy: bytes `offset..offset + bytes.len()` of the encoded
+/// `InstallSnapshot` message, `total` bytes in all.
+///
+/// Pieces go one at a time, in order, each after the previous one was taken; a piece at offset
+/// 0 starts a transfer (and drops whatever the receiver held of an earlier one from the same
+/// sender), and the receiver refuses a piece that does not continue the transfer it holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopyChunk {
+    /// Tells one transfer from another between the same two replicas.
+    pub transfer: u64,
+    /// Where these bytes go in the whole.
+    pub offset: u64,
+    /// Size of the whole encoded message.
+    pub total: u64,
+    /// The piece.
+    pub bytes: Bytes,
+}
+
+/// The answer to a [`CopyChunk`] that is not the last piece.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CopyChunkReply {
+    /// Taken: the receiver holds this many bytes of the transfer.
+    Holds(u64),
+    /// Refused (it does not continue the transfer the receiver holds, or the whole did not
+    /// decode to a copy): start over.
+    Refused(String),
 }
 
 /// A client's write.

@@ -115,6 +115,9 @@ pub struct NodeMetrics {
     pub snapshots_sent: AtomicU64,
     /// Full copies installed.
     pub snapshots_installed: AtomicU64,
+    /// Pieces of full copies sent: a copy larger than `Config::copy_chunk_bytes` goes in
+    /// pieces, one call each.
+    pub copy_chunks_sent: AtomicU64,
     /// Outbound calls that failed in transport.
     pub calls_failed: AtomicU64,
     /// Times the core looked for work again instead of sleeping (`Config::idle_polls`): the CPU
@@ -135,6 +138,7 @@ impl Default for NodeMetrics {
             elections_won: AtomicU64::new(0),
             snapshots_sent: AtomicU64::new(0),
             snapshots_installed: AtomicU64::new(0),
+            copy_chunks_sent: AtomicU64::new(0),
             calls_failed: AtomicU64::new(0),
             idle_polls: AtomicU64::new(0),
         }
@@ -226,6 +230,12 @@ impl NodeMetrics {
             "replica_snapshots_installed_total",
             "Full copies installed from a primary.",
             load(&self.snapshots_installed),
+        );
+        counter(
+            &mut out,
+            "replica_copy_chunks_sent_total",
+            "Pieces of full copies sent (copies larger than copy_chunk_bytes).",
+            load(&self.copy_chunks_sent),
         );
         counter(
             &mut out,

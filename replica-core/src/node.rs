@@ -34,7 +34,9 @@ use tokio::time::{Instant, MissedTickBehavior};
 use uuid::Uuid;
 
 use crate::config::Config;
-use crate::message::{self, Body, CodecError, Message, WriteError, WriteRequest};
+use crate::message::{
+    self, Body, CodecError, CopyChunk, CopyChunkReply, Message, WriteError, WriteRequest,
+};
 use crate::metrics::NodeMetrics;
 use crate::protocol::{CallKind, Event, Input, Output, RecoveryError, Replica, Start, Status};
 use crate::state_machine::StateMachine;
@@ -42,8 +44,10 @@ use crate::storage::{LogStore, StorageError, StoreOp};
 use crate::transport::{handle_decoded, HandleError, Handler, NodeStopped, Transport};
 use crate::types::{NodeId, Role};
 
+use self::copy::{Assembler, Taken};
 use self::inbox::{inbox, Inbox, InboxSender, WeakInboxSender};
 
+mod copy;
 mod inbox;
 
 /// How many queued inputs the core task processes before executing outputs. Bounds the latency
@@ -178,6 +182,8 @@ pub struct NodeHandle<S> {
     tx: InboxSender<Cmd<S>>,
     tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
     metrics: Arc<NodeMetrics>,
+    /// Full copies arriving in pieces.
+    copies: Arc<Assembler>,
 }
 
 impl<S> Clone for NodeHandle<S> {
@@ -187,6 +193,7 @@ impl<S> Clone for NodeHandle<S> {
             tx: self.tx.clone(),
             tasks: self.tasks.clone(),
             metrics: self.metrics.clone(),
+            copies: self.copies.clone(),
         }
     }
 }
@@ -222,6 +229,7 @@ impl Node {
         };
         let origin = Instant::now();
         let idle_polls = config.idle_polls;
+        let copy_chunk_bytes = config.copy_chunk_bytes;
         let replica: Replica<S, Responder> =
             Replica::new(start, config, state_machine, recovered, 0)?;
 
@@ -249,6 +257,7 @@ impl Node {
             id: id.clone(),
             metrics: metrics.clone(),
             idle_polls,
+            copy_chunk_bytes,
             loaded: false,
         };
         tasks.push(tokio::spawn(run_ticker(tx.downgrade(), tick)));
@@ -258,6 +267,7 @@ impl Node {
             tx,
             tasks: Arc::new(Mutex::new(tasks)),
             metrics,
+            copies: Arc::new(Assembler::default()),
         })
     }
 }
@@ -366,6 +376,7 @@ impl<S: StateMachine> Handler for NodeHandle<S> {
                 self.write_batch(msg.from, msg.epoch, msg.clock, writes)
                     .await
             }
+            Body::CopyChunk(chunk) => self.copy_chunk(msg.from, chunk).await,
             _ => self.call(msg).await,
         }
     }
@@ -385,6 +396,26 @@ impl<S: StateMachine> Handler for NodeHandle<S> {
 }
 
 impl<S: StateMachine> NodeHandle<S> {
+    /// A piece of a full copy: held until the last one, which hands the whole copy to the
+    /// replica and answers with its reply.
+    async fn copy_chunk(&self, from: NodeId, chunk: CopyChunk) -> Result<Message, NodeStopped> {
+        let reply = match self.copies.take(&from, chunk) {
+            Taken::Whole(copy) => return self.call(*copy).await,
+            Taken::Holds(held) => CopyChunkReply::Holds(held),
+            Taken::Refused(why) => {
+                tracing::warn!(peer = %from, %why, "refused a piece of a full copy");
+                CopyChunkReply::Refused(why)
+            }
+        };
+        // Framing between runtimes: the sender's runtime reads the body, not the header.
+        Ok(Message {
+            from: self.id.clone(),
+            epoch: 0,
+            clock: 0,
+            body: Body::CopyChunkReply(reply),
+        })
+    }
+
     /// Split a batch into single writes, queued back to back so the core takes them in one
     /// turn (one log batch), and gather their results in order.
     async fn write_batch(
@@ -449,6 +480,8 @@ struct Core<S: StateMachine, T, L> {
     metrics: Arc<NodeMetrics>,
     /// `Config::idle_polls`.
     idle_polls: u32,
+    /// `Config::copy_chunk_bytes`.
+    copy_chunk_bytes: usize,
     /// The current turn took an append of at least `POLL_LOAD_MIN` entries: this secondary is
     /// under load, and the next append is likely close behind.
     loaded: bool,
@@ -687,8 +720,14 @@ impl<S: StateMachine, T: Transport, L: LogStore> Core<S, T, L> {
         };
         let full_copy = matches!(msg.body, Body::InstallSnapshot(_));
         let peer = to.clone();
+        let chunk_bytes = self.copy_chunk_bytes;
         let outcome = async move {
-            let input = match transport.call(&to, msg).await {
+            let result = if full_copy {
+                copy::send(&*transport, &to, msg, chunk_bytes, &metrics).await
+            } else {
+                transport.call(&to, msg).await
+            };
+            let input = match result {
                 Ok(msg) => Input::Response { from: to, msg },
                 Err(e) => {
                     tracing::trace!(peer = %to, error = %e, "call failed");

@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use replica_core::message::ServiceKind;
@@ -206,16 +208,15 @@ async fn front_end_learns_the_new_primary_from_the_announcement() {
     }
 }
 
-/// A replica that joins while writes go on gets one full copy, not one per heartbeat: the
-/// appends sent after the copy reach it first (the copy is still being encoded) and come back
-/// as gaps, which must not count as a new need for a copy while one is on its way. With a
-/// large state, each extra copy costs the primary a snapshot of the whole state machine.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_replica_joining_under_writes_gets_one_copy() {
+/// Start three replicas with `config` (snapshots every 50 entries, 10 kept behind), write a
+/// state of about 2 MB, then add `r3` while a writer keeps writing, and wait until it is in
+/// sync and every replica holds the same state. Returns the primary's metrics: copies sent,
+/// and pieces.
+async fn join_under_writes(config: Config) -> (u64, u64) {
     let config = Config {
         snapshot_interval_entries: 50,
         log_retain_entries: 10,
-        ..Config::default()
+        ..config
     };
     let cluster = Cluster::start_with(3, config, 5).await;
     cluster.wait_in_sync(3).await;
@@ -228,20 +229,16 @@ async fn a_replica_joining_under_writes_gets_one_copy() {
             .await
             .unwrap();
     }
-    let sent_before: u64 = cluster
-        .statuses()
-        .await
-        .iter()
-        .map(|s| s.snapshots_sent)
-        .sum();
+    let primary = cluster.node(&r(0)).unwrap();
+    let sent_before = primary.metrics().snapshots_sent.load(Ordering::Relaxed);
 
     // Writes go on while r3 joins.
-    let writing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let writing = Arc::new(AtomicBool::new(true));
     let writer = {
         let (client, writing) = (client.clone(), writing.clone());
         tokio::spawn(async move {
             let mut n = 0u64;
-            while writing.load(std::sync::atomic::Ordering::Relaxed) {
+            while writing.load(Ordering::Relaxed) {
                 let _: Option<String> = client
                     .write(&KvCommand::put(format!("w{}", n % 100), "x"))
                     .await
@@ -253,20 +250,45 @@ async fn a_replica_joining_under_writes_gets_one_copy() {
     };
     let r3 = cluster.add_replica_named("r3").await;
     cluster.wait_in_sync(4).await;
-    writing.store(false, std::sync::atomic::Ordering::Relaxed);
+    writing.store(false, Ordering::Relaxed);
     let written = writer.await.unwrap();
     assert!(written > 0, "writes went on during the join");
 
     let st = cluster.statuses().await;
-    let sent: u64 = st.iter().map(|s| s.snapshots_sent).sum::<u64>() - sent_before;
+    assert_eq!(st[0].role, Role::Primary, "r0 stayed primary: {st:#?}");
     let new = st.iter().find(|s| s.id == r3).unwrap();
-    assert_eq!(
-        (sent, new.snapshots_installed),
-        (1, 1),
-        "one copy sent, one installed: {st:#?}"
-    );
+    assert_eq!(new.snapshots_installed, 1, "one copy installed: {st:#?}");
     let commit = st.iter().map(|s| s.commit).max().unwrap();
     cluster.wait_converged(commit).await;
     let states = cluster.states().await;
     assert!(states.iter().all(|(_, m)| m.data == states[0].1.data));
+    let m = primary.metrics();
+    (
+        m.snapshots_sent.load(Ordering::Relaxed) - sent_before,
+        m.copy_chunks_sent.load(Ordering::Relaxed),
+    )
+}
+
+/// A replica that joins while writes go on gets one full copy, not one per heartbeat: the
+/// appends sent after the copy reach it first (the copy is still being encoded) and come back
+/// as gaps, which must not count as a new need for a copy while one is on its way. With a
+/// large state, each extra copy costs the primary a snapshot of the whole state machine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_joining_under_writes_gets_one_copy() {
+    let (copies, pieces) = join_under_writes(Config::default()).await;
+    assert_eq!((copies, pieces), (1, 0), "one copy, in one message");
+}
+
+/// A copy larger than `copy_chunk_bytes` goes in pieces, and the joining replica gets the
+/// same state as in one message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_copy_goes_in_pieces() {
+    let config = Config {
+        copy_chunk_bytes: 64 << 10,
+        ..Config::default()
+    };
+    let (copies, pieces) = join_under_writes(config).await;
+    assert_eq!(copies, 1);
+    // About 2 MB of state in 64 KiB pieces.
+    assert!(pieces >= 30, "{pieces} pieces");
 }

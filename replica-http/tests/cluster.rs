@@ -13,7 +13,7 @@ use replica_core::testing::{KvCommand, KvGet, KvMachine};
 use replica_core::{
     Client, ClientConfig, Config, MemLogStore, Node, NodeHandle, NodeId, NodeOptions, Role, Status,
 };
-use replica_http::{cluster_router, HttpTransport};
+use replica_http::{cluster_router, cluster_router_with, HttpTransport, RouterOptions};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -33,11 +33,30 @@ struct Replica {
 impl Replica {
     /// Bind, start the node with an HTTP transport, and serve its cluster routes.
     async fn start(initial_primary: bool, seeds: Vec<NodeId>, rng_seed: u64) -> Replica {
+        let config = Config::default();
+        Self::start_with(
+            initial_primary,
+            seeds,
+            rng_seed,
+            config,
+            RouterOptions::default(),
+        )
+        .await
+    }
+
+    /// [`Replica::start`] with this configuration and these router options.
+    async fn start_with(
+        initial_primary: bool,
+        seeds: Vec<NodeId>,
+        rng_seed: u64,
+        config: Config,
+        router: RouterOptions,
+    ) -> Replica {
         let listener = bind().await;
         let id = NodeId::new(listener.local_addr().unwrap().to_string());
         let opts = NodeOptions {
             id: id.clone(),
-            config: Config::default(),
+            config,
             state_machine: KvMachine::default(),
             store: MemLogStore::new(),
             transport: HttpTransport::new(&key()).unwrap(),
@@ -46,7 +65,8 @@ impl Replica {
             rng_seed,
         };
         let node = Node::start(opts).await.unwrap();
-        let server = Server::start_on(listener, cluster_router(Arc::new(node.clone()), key()));
+        let routes = cluster_router_with(Arc::new(node.clone()), key(), router);
+        let server = Server::start_on(listener, routes);
         Replica { id, node, server }
     }
 
@@ -222,6 +242,74 @@ async fn three_replicas_replicate_and_fail_over_over_http() {
     membership.abort();
     fe_server.stop().await;
     for r in [r1, r2] {
+        r.stop().await;
+    }
+}
+
+/// A replica whose full copy is larger than the receivers accept in one request (a 256 KiB
+/// body limit here, against about 2 MB of state) still joins: the copy goes in 64 KiB pieces,
+/// each its own request. In one message it would be refused with 413 at every attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_larger_than_a_request_goes_in_pieces() {
+    let config = Config {
+        snapshot_interval_entries: 50,
+        log_retain_entries: 10,
+        copy_chunk_bytes: 64 << 10,
+        ..Config::default()
+    };
+    let router = RouterOptions {
+        body_bytes_max: 256 << 10,
+    };
+    let start = |primary: bool, seeds: Vec<NodeId>, seed: u64| {
+        Replica::start_with(primary, seeds, seed, config.clone(), router.clone())
+    };
+    let r0 = start(true, Vec::new(), 1).await;
+    let r1 = start(false, vec![r0.id.clone()], 2).await;
+    wait_for("r0 primary with r1 in sync", &[&r0, &r1], |st| {
+        st.iter()
+            .any(|s| s.role == Role::Primary && s.id == r0.id && s.in_sync.len() == 2)
+    })
+    .await;
+    let value = "v".repeat(4096);
+    for i in 0..500u64 {
+        r0.node
+            .write(
+                uuid::Uuid::from_u64_pair(7, i),
+                &KvCommand::put(format!("k{i}"), value.clone()),
+            )
+            .await
+            .unwrap();
+    }
+    let state_bytes = r0
+        .node
+        .inspect(|m: &KvMachine| replica_core::StateMachine::snapshot(m).len())
+        .await
+        .unwrap();
+    assert!(
+        state_bytes > 4 * router.body_bytes_max,
+        "{state_bytes} bytes of state"
+    );
+
+    let r2 = start(false, vec![r0.id.clone()], 3).await;
+    let all = [&r0, &r1, &r2];
+    wait_for("r2 in sync", &all, |st| {
+        st.iter()
+            .any(|s| s.role == Role::Primary && s.in_sync.len() == 3)
+    })
+    .await;
+    converged_values(&all, "k499", &value).await;
+    let r2_status = r2.node.status().await.unwrap();
+    assert_eq!(r2_status.snapshots_installed, 1, "r2 got a full copy");
+    let pieces = r0
+        .node
+        .metrics()
+        .copy_chunks_sent
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        pieces as usize >= state_bytes / (64 << 10),
+        "{pieces} pieces"
+    );
+    for r in [r0, r1, r2] {
         r.stop().await;
     }
 }

@@ -231,8 +231,9 @@ impl Params {
             snapshot_interval_entries: pick(&mut rng, &[0, 5, 16, 50, 10_000]),
             log_retain_entries: pick(&mut rng, &[0, 2, 10, 10_000]),
             tick_interval_ms: pick(&mut rng, &[5, 10, 10, 20]),
-            // The runtime's knob: the simulator steps the protocol core without that runtime.
+            // The runtime's knobs: the simulator steps the protocol core without that runtime.
             idle_polls: 0,
+            copy_chunk_bytes: Config::default().copy_chunk_bytes,
         };
 
         let delay_min = range(&mut rng, 0, 2);

@@ -157,6 +157,14 @@ pub fn describe(body: &Body) -> String {
         Body::Services(l) => format!("services n={}", l.len()),
         Body::Ack => "ack".to_string(),
         Body::StaleEpoch => "stale-epoch".to_string(),
+        Body::CopyChunk(c) => format!(
+            "copy-chunk transfer={} {}+{} of {}",
+            c.transfer,
+            c.offset,
+            c.bytes.len(),
+            c.total
+        ),
+        Body::CopyChunkReply(r) => format!("copy-chunk-reply {r:?}"),
     }
 }
 

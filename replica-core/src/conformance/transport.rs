@@ -30,8 +30,8 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::message::{
-    Append, AppendReply, Body, ElectionReply, Message, Rank, ReadError, ReadOk, ReadRequest,
-    ServiceEntry, ServiceKind, WriteError, WriteRequest, Written,
+    Append, AppendReply, Body, CopyChunk, CopyChunkReply, ElectionReply, Message, Rank, ReadError,
+    ReadOk, ReadRequest, ServiceEntry, ServiceKind, WriteError, WriteRequest, Written,
 };
 use crate::rng::Rng;
 use crate::transport::{Handler, NodeStopped, Transport, TransportError};
@@ -464,7 +464,7 @@ async fn stopped_server_is_unreachable<H: TransportHarness>(harness: &H) {
 
 /// Number of [`Body`] variants; [`variant`] fails to compile when one is added, which is the
 /// reminder to give it a sample in [`every_body`].
-const BODY_VARIANTS: usize = 16;
+const BODY_VARIANTS: usize = 18;
 
 fn variant(body: &Body) -> usize {
     match body {
@@ -484,6 +484,8 @@ fn variant(body: &Body) -> usize {
         Body::StaleEpoch => 13,
         Body::WriteBatch(_) => 14,
         Body::WriteBatchReply(_) => 15,
+        Body::CopyChunk(_) => 16,
+        Body::CopyChunkReply(_) => 17,
     }
 }
 
@@ -635,5 +637,13 @@ fn every_body() -> Vec<Body> {
         Body::Services(services()),
         Body::Ack,
         Body::StaleEpoch,
+        Body::CopyChunk(CopyChunk {
+            transfer: u64::MAX,
+            offset: 4 << 20,
+            total: (4 << 20) + 3,
+            bytes: Bytes::from_static(&[0, 255, 7]),
+        }),
+        Body::CopyChunkReply(CopyChunkReply::Holds(4 << 20)),
+        Body::CopyChunkReply(CopyChunkReply::Refused("épreuve: ✗".into())),
     ]
 }
