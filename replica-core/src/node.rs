@@ -399,7 +399,7 @@ impl<S: StateMachine> NodeHandle<S> {
     /// A piece of a full copy: held until the last one, which hands the whole copy to the
     /// replica and answers with its reply.
     async fn copy_chunk(&self, from: NodeId, chunk: CopyChunk) -> Result<Message, NodeStopped> {
-        let reply = match self.copies.take(&from, chunk) {
+        let reply = match self.copies.take(&from, chunk, std::time::Instant::now()) {
             Taken::Whole(copy) => return self.call(*copy).await,
             Taken::Holds(held) => CopyChunkReply::Holds(held),
             Taken::Refused(why) => {

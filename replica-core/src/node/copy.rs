@@ -9,7 +9,8 @@
 //! state machine. In pieces, each call carries a bounded amount and gets its own timeout.
 //!
 //! Invariants: a receiver holds at most one transfer per sender, and only bytes that arrived
-//! (the declared total reserves nothing), so what a sender can make it hold is what it sent; a
+//! (the declared total reserves nothing), so what a sender can make it hold is what it sent,
+//! and not for long once it stops sending ([`STALE_AFTER`]); a
 //! piece is taken only if it continues that transfer exactly (same id, same total, at the offset
 //! where the bytes held end), and a piece at offset 0 starts a new transfer, dropping the old
 //! one; the whole is handed on only if it decodes to a copy from the sender of the pieces.
@@ -17,6 +18,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -89,11 +91,18 @@ pub(super) async fn send<T: Transport + ?Sized>(
     }
 }
 
+/// A transfer no piece has arrived for in this long is given up, whoever sends next: its sender
+/// died or moved on (a sender waits for each piece's answer, and its transport gives up on a
+/// call long before this).
+pub(super) const STALE_AFTER: Duration = Duration::from_secs(60);
+
 /// One transfer being received.
 struct Partial {
     transfer: u64,
     total: u64,
     bytes: Vec<u8>,
+    /// When its last piece arrived.
+    touched: Instant,
 }
 
 /// What a piece made of its transfer.
@@ -114,9 +123,10 @@ pub(super) struct Assembler {
 }
 
 impl Assembler {
-    /// Take a piece from `from`.
-    pub(super) fn take(&self, from: &NodeId, chunk: CopyChunk) -> Taken {
+    /// Take a piece from `from`, arrived at `now`.
+    pub(super) fn take(&self, from: &NodeId, chunk: CopyChunk, now: Instant) -> Taken {
         let mut partial = self.partial.lock().unwrap_or_else(PoisonError::into_inner);
+        partial.retain(|_, p| now.saturating_duration_since(p.touched) < STALE_AFTER);
         if chunk.offset == 0 {
             partial.insert(
                 from.clone(),
@@ -124,6 +134,7 @@ impl Assembler {
                     transfer: chunk.transfer,
                     total: chunk.total,
                     bytes: Vec::new(),
+                    touched: now,
                 },
             );
         }
@@ -156,6 +167,7 @@ impl Assembler {
             return Taken::Refused(why);
         }
         p.bytes.extend_from_slice(&chunk.bytes);
+        p.touched = now;
         let held = p.bytes.len() as u64;
         if held < p.total {
             return Taken::Holds(held);
@@ -194,6 +206,10 @@ mod tests {
     use super::*;
     use crate::types::{ClusterConfig, DedupRecords, LogPos, Snapshot};
 
+    fn now() -> Instant {
+        Instant::now()
+    }
+
     fn copy_from(from: &str, state_bytes: usize) -> Message {
         Message {
             from: NodeId::new(from),
@@ -230,7 +246,7 @@ mod tests {
         let p = NodeId::new("p");
         for (i, c) in ps.into_iter().enumerate() {
             let end = c.offset + c.bytes.len() as u64;
-            match a.take(&p, c) {
+            match a.take(&p, c, now()) {
                 Taken::Holds(held) => assert!(i < n - 1 && held == end),
                 Taken::Whole(whole) => {
                     assert_eq!(i, n - 1);
@@ -261,16 +277,19 @@ mod tests {
         ];
         for (k, w) in wrong.into_iter().enumerate() {
             let a = Assembler::default();
-            assert_eq!(a.take(&p, ps[0].clone()), Taken::Holds(1000));
+            assert_eq!(a.take(&p, ps[0].clone(), now()), Taken::Holds(1000));
             if k == 1 {
                 // A repeated first piece restarts the transfer rather than failing it.
-                assert_eq!(a.take(&p, w), Taken::Holds(1000));
+                assert_eq!(a.take(&p, w, now()), Taken::Holds(1000));
                 continue;
             }
-            assert!(matches!(a.take(&p, w), Taken::Refused(_)), "case {k}");
+            assert!(
+                matches!(a.take(&p, w, now()), Taken::Refused(_)),
+                "case {k}"
+            );
             assert_eq!(a.in_progress(), 0, "case {k}: dropped");
             assert!(
-                matches!(a.take(&p, ps[1].clone()), Taken::Refused(_)),
+                matches!(a.take(&p, ps[1].clone(), now()), Taken::Refused(_)),
                 "case {k}: nothing to continue"
             );
         }
@@ -284,7 +303,7 @@ mod tests {
         let p = NodeId::new("p");
         let mut last = None;
         for c in ps {
-            last = Some(a.take(&p, c));
+            last = Some(a.take(&p, c, now()));
         }
         assert!(matches!(last, Some(Taken::Refused(_))), "{last:?}");
         // Bytes that do not decode at all.
@@ -294,16 +313,35 @@ mod tests {
             total: 4,
             bytes: Bytes::from_static(&[1, 2, 3, 4]),
         };
-        assert!(matches!(a.take(&p, junk), Taken::Refused(_)));
+        assert!(matches!(a.take(&p, junk, now()), Taken::Refused(_)));
         // Transfers from different senders do not mix.
         let (q, r) = (NodeId::new("q"), NodeId::new("r"));
         let qs = pieces(&copy_from("q", 2_500), 1000, 1);
         let rs = pieces(&copy_from("r", 2_500), 1000, 1);
-        assert!(matches!(a.take(&q, qs[0].clone()), Taken::Holds(_)));
-        assert!(matches!(a.take(&r, rs[0].clone()), Taken::Holds(_)));
-        assert!(matches!(a.take(&q, qs[1].clone()), Taken::Holds(_)));
-        assert!(matches!(a.take(&r, rs[1].clone()), Taken::Holds(_)));
-        assert!(matches!(a.take(&q, qs[2].clone()), Taken::Whole(_)));
-        assert!(matches!(a.take(&r, rs[2].clone()), Taken::Whole(_)));
+        assert!(matches!(a.take(&q, qs[0].clone(), now()), Taken::Holds(_)));
+        assert!(matches!(a.take(&r, rs[0].clone(), now()), Taken::Holds(_)));
+        assert!(matches!(a.take(&q, qs[1].clone(), now()), Taken::Holds(_)));
+        assert!(matches!(a.take(&r, rs[1].clone(), now()), Taken::Holds(_)));
+        assert!(matches!(a.take(&q, qs[2].clone(), now()), Taken::Whole(_)));
+        assert!(matches!(a.take(&r, rs[2].clone(), now()), Taken::Whole(_)));
+    }
+
+    #[test]
+    fn a_transfer_left_for_long_is_given_up() {
+        let a = Assembler::default();
+        let (p, q) = (NodeId::new("p"), NodeId::new("q"));
+        let ps = pieces(&copy_from("p", 3_000), 1000, 1);
+        let qs = pieces(&copy_from("q", 3_000), 1000, 1);
+        let t0 = now();
+        assert!(matches!(a.take(&p, ps[0].clone(), t0), Taken::Holds(_)));
+        // A piece from q a while later keeps p's transfer while it may still go on...
+        let soon = t0 + STALE_AFTER / 2;
+        assert!(matches!(a.take(&q, qs[0].clone(), soon), Taken::Holds(_)));
+        assert_eq!(a.in_progress(), 2);
+        // ...and gives it up once no piece came for `STALE_AFTER`.
+        let late = t0 + STALE_AFTER;
+        assert!(matches!(a.take(&q, qs[1].clone(), late), Taken::Holds(_)));
+        assert_eq!(a.in_progress(), 1, "p's transfer dropped, q's kept");
+        assert!(matches!(a.take(&p, ps[1].clone(), late), Taken::Refused(_)));
     }
 }

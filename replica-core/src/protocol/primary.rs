@@ -13,8 +13,13 @@ use crate::message::{self, Append, AppendReply, Body, Message, WriteError, Write
 use crate::state_machine::StateMachine;
 use crate::types::{ClusterConfig, DedupRecordRef, Entry, Epoch, LogIndex, NodeId, Payload, Role};
 
-/// A full copy unanswered for this many ack timeouts (15 s by default) is presumed lost.
+/// A full copy unanswered for this many ack timeouts (15 s by default), plus its transfer
+/// time at [`COPY_WAIT_BYTES_PER_MS`], is presumed lost.
 const COPY_WAIT_ACK_TIMEOUTS: u64 = 10;
+
+/// The rate a copy's transfer time is reckoned at: 10 MB/s, a slow network's, so that a large
+/// copy still in progress is not taken for lost (another one would restart its transfer).
+const COPY_WAIT_BYTES_PER_MS: u64 = 10_000;
 
 /// Replication progress of one secondary, as the primary tracks it.
 #[derive(Clone, Debug)]
@@ -477,7 +482,7 @@ impl<S: StateMachine, R> Replica<S, R> {
         }
         if !snapshot_for.is_empty() {
             let snapshot = Box::new(self.make_snapshot());
-            let copy_wait = self.copy_wait();
+            let copy_wait = self.copy_wait(snapshot_bytes(&snapshot));
             for to in snapshot_for {
                 if let Some(f) = self.followers.get_mut(&to) {
                     f.in_flight_since = now;
@@ -591,13 +596,17 @@ impl<S: StateMachine, R> Replica<S, R> {
         }
     }
 
-    /// How long a full copy may go unanswered before it is presumed lost and another may be
-    /// sent. Generous: a large state takes a while to encode, carry and install, and a
-    /// transport that gives up on a call says so sooner ([`super::Input::CallFailed`] ends the wait).
-    fn copy_wait(&self) -> u64 {
+    /// How long a full copy of `bytes` may go unanswered before it is presumed lost and another
+    /// may be sent. Generous: a large state takes a while to encode, carry (in pieces, perhaps:
+    /// `Config::copy_chunk_bytes`) and install, and a second copy to the same secondary would
+    /// restart the transfer; a transport that gives up on a call says so sooner
+    /// ([`super::Input::CallFailed`] ends the wait).
+    pub(super) fn copy_wait(&self, bytes: usize) -> u64 {
+        let transfer_ms = u64::try_from(bytes).unwrap_or(u64::MAX) / COPY_WAIT_BYTES_PER_MS;
         self.cfg
             .ack_timeout_ms
             .saturating_mul(COPY_WAIT_ACK_TIMEOUTS)
+            .saturating_add(transfer_ms)
     }
 
     /// Whether this primary may serve a linearizable read now.
@@ -683,6 +692,15 @@ impl<S: StateMachine, R> Replica<S, R> {
             self.advance_commit();
         }
     }
+}
+
+/// About how many bytes a copy takes on the wire (its state and its dedup records).
+fn snapshot_bytes(snapshot: &crate::types::Snapshot) -> usize {
+    const RECORD_BYTES: usize = 48;
+    snapshot
+        .state
+        .len()
+        .saturating_add(snapshot.dedup.len().saturating_mul(RECORD_BYTES))
 }
 
 /// A remembered result, as a reply carries it (the output copied out of the table).

@@ -1323,6 +1323,20 @@ fn a_copy_on_its_way_is_not_sent_again() {
     assert_eq!(p.status().snapshots_sent, 1);
 }
 
+/// A copy's transfer time counts towards how long it may go unanswered: ten ack timeouts, plus
+/// a second per 10 MB.
+#[test]
+fn a_large_copy_may_take_longer() {
+    let p = booted_primary();
+    let ack = cfg().ack_timeout_ms;
+    assert_eq!(p.copy_wait(0), 10 * ack);
+    assert_eq!(p.copy_wait(1_000_000_000), 10 * ack + 100_000);
+    assert!(
+        p.copy_wait(usize::MAX) > p.copy_wait(1_000_000_000),
+        "no overflow"
+    );
+}
+
 /// A copy is sent again when it failed, or when it went unanswered for ten ack timeouts and
 /// the secondary still answers from its old log.
 #[test]
