@@ -47,15 +47,19 @@ pub(super) async fn send<T: Transport + ?Sized>(
     }
     let whole = message::encode(&msg).map_err(|e| TransportError::Codec(to.clone(), e))?;
     let whole = Bytes::from(whole);
+    // The encoding is all that is sent from here on: let the decoded copy go.
+    let Message {
+        from, epoch, clock, ..
+    } = msg;
     let total = whole.len() as u64;
     let transfer = NEXT_TRANSFER.fetch_add(1, Ordering::Relaxed);
     let mut offset = 0;
     loop {
         let end = (offset + chunk_bytes).min(whole.len());
         let piece = Message {
-            from: msg.from.clone(),
-            epoch: msg.epoch,
-            clock: msg.clock,
+            from: from.clone(),
+            epoch,
+            clock,
             body: Body::CopyChunk(CopyChunk {
                 transfer,
                 offset: offset as u64,

@@ -493,7 +493,7 @@ impl<S: StateMachine, R> Replica<S, R> {
                     f.snapshot_sent = Some(now);
                     f.copy = Some(CopyInFlight {
                         last: snapshot.last.index,
-                        until: now + copy_wait,
+                        until: now.saturating_add(copy_wait),
                     });
                     f.next = snapshot.last.index + 1;
                 }
