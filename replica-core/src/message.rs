@@ -89,9 +89,7 @@ impl Body {
         FIXED_BYTES
             + match self {
                 Body::Append(a) => a.entries.iter().map(Entry::size_hint).sum(),
-                Body::InstallSnapshot(s) => {
-                    s.state.len() + s.dedup.iter().map(|d| 40 + d.output.len()).sum::<usize>()
-                }
+                Body::InstallSnapshot(s) => s.size_hint(),
                 Body::Write(w) => w.command.len(),
                 Body::WriteBatch(ws) => ws.iter().map(|w| 24 + w.command.len()).sum(),
                 Body::WriteBatchReply(rs) => rs

@@ -516,6 +516,20 @@ pub struct Snapshot {
     pub dedup: DedupRecords,
 }
 
+impl Snapshot {
+    /// About how many bytes this copy takes encoded (its state and its dedup records): decides
+    /// whether a copy goes in pieces, and how long it may take to arrive.
+    pub(crate) fn size_hint(&self) -> usize {
+        const RECORD_BYTES: usize = 40;
+        self.state.len()
+            + self
+                .dedup
+                .iter()
+                .map(|d| RECORD_BYTES + d.output.len())
+                .sum::<usize>()
+    }
+}
+
 /// The small piece of replica state that must survive restarts besides the log.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HardState {

@@ -323,8 +323,9 @@ pub struct Replica<S: StateMachine, R> {
     /// none): another entry at an index we committed, an entry there from a later epoch than
     /// any we committed, or a log ending before our commit point (`commit_epoch`). Only a
     /// split brain does that (partitions in all-in-sync mode): both sides committed at the
-    /// same index. Such a primary's full copy may then take us back past our commit point — the newer epoch wins — where otherwise a copy older than our commit
-    /// point is refused as one from a primary that has not caught up yet. Without this, a
+    /// same index. Such a primary's full copy may then take us back past our commit point — the
+    /// newer epoch wins — where otherwise a copy older than our commit point is refused as one
+    /// from a primary that has not caught up yet. Without this, a
     /// secondary from the losing side refused every copy for good, and, being in the new
     /// primary's in-sync set, blocked every write after the partition healed.
     split_seen: Epoch,

@@ -482,7 +482,7 @@ impl<S: StateMachine, R> Replica<S, R> {
         }
         if !snapshot_for.is_empty() {
             let snapshot = Box::new(self.make_snapshot());
-            let copy_wait = self.copy_wait(snapshot_bytes(&snapshot));
+            let copy_wait = self.copy_wait(snapshot.size_hint());
             for to in snapshot_for {
                 if let Some(f) = self.followers.get_mut(&to) {
                     f.in_flight_since = now;
@@ -692,15 +692,6 @@ impl<S: StateMachine, R> Replica<S, R> {
             self.advance_commit();
         }
     }
-}
-
-/// About how many bytes a copy takes on the wire (its state and its dedup records).
-fn snapshot_bytes(snapshot: &crate::types::Snapshot) -> usize {
-    const RECORD_BYTES: usize = 48;
-    snapshot
-        .state
-        .len()
-        .saturating_add(snapshot.dedup.len().saturating_mul(RECORD_BYTES))
 }
 
 /// A remembered result, as a reply carries it (the output copied out of the table).
