@@ -235,10 +235,15 @@ fn targeted_lease_findings() {
 
 /// Targeted mode with message loss: a candidate deferred to a higher-ranked replica that took
 /// epoch 2 and crashed before its announcement got through; the candidate's next round found it
-/// silent and took epoch 2 as well (3100044).
+/// silent and took epoch 2 as well (3100044). A primary whose disk stalled appended two
+/// configuration entries, and replicated the first before it was durable (only the latest was
+/// held back); it crashed, lost it, and both it and the secondary holding it won epoch 2
+/// (4033434).
 #[test]
 fn targeted_loss_findings() {
-    assert_passes(3_100_044, FaultMode::Targeted);
+    for seed in [3_100_044, 4_033_434] {
+        assert_passes(seed, FaultMode::Targeted);
+    }
 }
 
 /// Partitions-mode seeds that did not converge after healing. Split brain is allowed in this

@@ -354,9 +354,11 @@ pub struct Replica<S: StateMachine, R> {
     epoch_persist_seq: u64,
     /// Calls and replies held back until `epoch_persist_seq` is durable.
     held: Vec<Output<R>>,
-    /// Primary: index of a configuration entry not yet durable locally. It is not replicated
-    /// until it is, so no secondary ever holds a configuration its primary could forget.
-    unsynced_config: Option<LogIndex>,
+    /// Primary: indices of the configuration entries not yet durable locally, oldest first.
+    /// None is replicated until it is, so no secondary ever holds a configuration its primary
+    /// could forget. A queue, not one index: a second change can be appended while the first
+    /// is still on its way to the disk (a stalled disk), and the first must still wait.
+    unsynced_configs: VecDeque<LogIndex>,
     /// Primary: when the last tick ran, to notice our own stalls.
     last_tick: u64,
     /// Secondary: append replies waiting for durability, `(matched, reply, msg)`.
@@ -486,7 +488,7 @@ impl<S: StateMachine, R> Replica<S, R> {
             commit_epoch: 0,
             epoch_persist_seq: 0,
             held: Vec::new(),
-            unsynced_config: None,
+            unsynced_configs: VecDeque::new(),
             last_tick: now,
             epoch_primary: None,
             primary_contact: now,

@@ -229,6 +229,8 @@ impl<S: StateMachine, R> Replica<S, R> {
         }
         self.followers.clear();
         self.dedup.clear_pending();
+        // Only a primary replicates; a later term starts its own list.
+        self.unsynced_configs.clear();
     }
 
     /// Append a configuration entry with the given in-sync set.
@@ -244,7 +246,7 @@ impl<S: StateMachine, R> Replica<S, R> {
             id: config_id(&mut self.rng),
             payload: Payload::Config(Box::new(config)),
         };
-        self.unsynced_config = Some(entry.index);
+        self.unsynced_configs.push_back(entry.index);
         self.append_local(entry);
     }
 
@@ -360,14 +362,15 @@ impl<S: StateMachine, R> Replica<S, R> {
         let depth_max = self.append_depth_max();
         // A configuration entry goes out only once it is durable here (a crash must not leave
         // secondaries with a configuration their primary forgot); entries after it wait too.
-        if self
-            .unsynced_config
-            .is_some_and(|c| c <= self.durable_index)
+        while self
+            .unsynced_configs
+            .front()
+            .is_some_and(|&c| c <= self.durable_index)
         {
-            self.unsynced_config = None;
+            self.unsynced_configs.pop_front();
         }
-        let send_limit = match self.unsynced_config {
-            Some(c) => c - 1,
+        let send_limit = match self.unsynced_configs.front() {
+            Some(&c) => c - 1,
             None => self.log.last().index,
         };
         let last = self.log.last();

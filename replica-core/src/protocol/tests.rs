@@ -795,12 +795,18 @@ fn a_secondary_ahead_of_the_copy_acknowledges_the_shared_prefix() {
 
 /// Replica `s` greets the primary `p` at `now`: it becomes a follower at the next tick.
 fn greet_from_s(p: &mut Replica<KvMachine, R>, now: u64) {
+    gossip_from_s(p, now, 1);
+}
+
+/// Replica `s` gossips its `heartbeat` to the primary `p`: it stays a member while the count
+/// goes up.
+fn gossip_from_s(p: &mut Replica<KvMachine, R>, now: u64, heartbeat: u64) {
     let greet = vec![ServiceEntry {
         kind: ServiceKind::Replica,
         address: id("s"),
         primary: false,
         generation: 1,
-        heartbeat: 1,
+        heartbeat,
     }];
     p.step(
         now,
@@ -854,26 +860,13 @@ fn primary_waits_for_every_in_sync_secondary() {
         matches!(c[..], [(_, Body::Append(a))] if a.prev == LogPos::ZERO && a.entries.len() == 1)
     );
     // s catches up → joins the in-sync set (a config entry).
-    p.step(
-        12,
-        Input::Response {
-            from: id("s"),
-            msg: msg(
-                "s",
-                1,
-                Body::AppendReply(AppendReply::Ok {
-                    matched: 1,
-                    last: LogPos {
-                        index: 1,
-                        epoch: 1,
-                        lamport: 1,
-                        ..LogPos::ZERO
-                    },
-                    seq: 1,
-                }),
-            ),
-        },
-    );
+    let first = LogPos {
+        index: 1,
+        epoch: 1,
+        lamport: 1,
+        ..LogPos::ZERO
+    };
+    p.step(12, ok_from_s(1, first, 1));
     assert_eq!(p.status().in_sync, vec![id("p"), id("s")]);
     p.take_outputs();
 
@@ -1234,6 +1227,18 @@ fn primary_copying_to_a_new_secondary() -> (Replica<KvMachine, R>, Vec<Output<R>
     (p, out)
 }
 
+/// `s` acknowledges `matched`, its log ending at `last`.
+fn ok_from_s(matched: LogIndex, last: LogPos, seq: u64) -> Input<R> {
+    Input::Response {
+        from: id("s"),
+        msg: msg(
+            "s",
+            1,
+            Body::AppendReply(AppendReply::Ok { matched, last, seq }),
+        ),
+    }
+}
+
 fn gap_from_s(last: LogPos) -> Input<R> {
     Input::Response {
         from: id("s"),
@@ -1549,4 +1554,74 @@ fn a_split_primary_is_not_trusted_below_the_snapshot() {
         "{out:?}"
     );
     assert_eq!(s.status().applied, entry(5, 2, 11).pos());
+}
+
+/// Every configuration entry waits for the primary's disk before it is replicated, not only the
+/// latest: with a stalled disk, a secondary joining (configuration 2) and then missing the ack
+/// timeout (configuration 3) must not get configuration 2 because 3 is the one still waiting.
+/// It did (targeted seed 4033434): the primary crashed, lost configuration 2, and a secondary
+/// holding it won an election alongside the restarted primary — two primaries in one epoch.
+#[test]
+fn every_configuration_waits_for_the_primarys_disk() {
+    let mut p = booted_primary();
+    greet_from_s(&mut p, 1);
+    p.step(10, Input::Tick);
+    p.take_outputs();
+    p.step(11, gap_from_s(LogPos::ZERO));
+    p.take_outputs();
+    // s catches up and joins: configuration 2, on its way to a disk that does not answer.
+    p.step(12, ok_from_s(1, p.log.last(), 1));
+    let join_seq = last_seq(&p.take_outputs());
+    assert_eq!(p.status().in_sync, vec![id("p"), id("s")]);
+    let sent_through = |out: &[Output<R>]| {
+        appends_to_s(out)
+            .iter()
+            .map(|a| a.prev.index + a.entries.len() as u64)
+            .max()
+    };
+    // s misses the ack timeout (ticking on: the primary itself is not stalled): configuration
+    // 3 drops it. Meanwhile s (still gossiping: a member) is sent nothing past the durable log.
+    let mut now = 12;
+    let mut drop_seq = None;
+    while now < 12 + 3 * cfg().ack_timeout_ms {
+        now += cfg().heartbeat_interval_ms;
+        gossip_from_s(&mut p, now, now);
+        p.step(now, Input::Tick);
+        let out = p.take_outputs();
+        if let Some(through) = sent_through(&out) {
+            assert_eq!(through, 1, "nothing past the durable log");
+        }
+        for o in &out {
+            if let Output::Store {
+                seq,
+                op: StoreOp::Append(entries),
+            } = o
+            {
+                if entries.iter().any(|e| e.index == 3) {
+                    drop_seq = Some(*seq);
+                }
+            }
+        }
+    }
+    assert_eq!(p.status().in_sync, vec![id("p")]);
+    assert_eq!(p.log.last().index, 3);
+    let drop_seq = drop_seq.unwrap();
+    // Configuration 2 durable: it goes out (once s's append window reopens), 3 not yet.
+    p.step(now, Input::Persisted { seq: join_seq });
+    let mut through = 1;
+    for _ in 0..20 {
+        now += cfg().heartbeat_interval_ms;
+        gossip_from_s(&mut p, now, now);
+        p.step(now, Input::Tick);
+        through = through.max(sent_through(&p.take_outputs()).unwrap_or(0));
+    }
+    assert_eq!(through, 2);
+    p.step(now, Input::Persisted { seq: drop_seq });
+    for _ in 0..20 {
+        now += cfg().heartbeat_interval_ms;
+        gossip_from_s(&mut p, now, now);
+        p.step(now, Input::Tick);
+        through = through.max(sent_through(&p.take_outputs()).unwrap_or(0));
+    }
+    assert_eq!(through, 3);
 }
