@@ -238,10 +238,13 @@ fn targeted_lease_findings() {
 /// silent and took epoch 2 as well (3100044). A primary whose disk stalled appended two
 /// configuration entries, and replicated the first before it was durable (only the latest was
 /// held back); it crashed, lost it, and both it and the secondary holding it won epoch 2
-/// (4033434).
+/// (4033434). A winner waiting for its stalled disk refused a rival that had taken office in
+/// the same epoch, which stepped down on that answer; then the winner took office too
+/// (4122113, 4129236). A restarted replica whose membership did not list a fresher one yet
+/// won without asking it, while that one was asking it (4161435: a committed entry replaced).
 #[test]
 fn targeted_loss_findings() {
-    for seed in [3_100_044, 4_033_434] {
+    for seed in [3_100_044, 4_033_434, 4_122_113, 4_129_236, 4_161_435] {
         assert_passes(seed, FaultMode::Targeted);
     }
 }

@@ -4,7 +4,9 @@
 //! defers when someone still hears a primary, or when an eligible replica outranks it; otherwise
 //! it takes the next epoch and announces itself (the seed's `POST /election`). "Next" skips the
 //! epoch a replica it deferred to earlier could have taken without its announcement getting
-//! through (it may have crashed right after taking office).
+//! through (it may have crashed right after taking office). A winner takes office only once
+//! its new epoch is durable; if another replica acts as primary of that epoch meanwhile, the
+//! winner yields to it (`yield_pending_claim`).
 //!
 //! Invariants:
 //! - **rank** = (epoch of last entry, lamport of last entry, id): the freshest log wins, the id
@@ -13,7 +15,8 @@
 //! - Only an *eligible* replica (in the in-sync set of its latest configuration, and caught up
 //!   with a primary since it started) wins on its own. A restarted replica may have missed its
 //!   own removal from the in-sync set, so it wins only after hearing from every member of every
-//!   in-sync set it is told about (the whole-cluster-restart case).
+//!   in-sync set it is told about, and from every replica that asked it during the round (the
+//!   whole-cluster-restart case).
 //! - The new primary's in-sync set holds itself and the in-sync repliers whose logs are a prefix
 //!   of its own; everyone else rejoins after catching up.
 //!
@@ -43,6 +46,9 @@ pub(super) struct Election {
     asked: BTreeSet<NodeId>,
     /// Their answers, with the epoch each answered in.
     replies: BTreeMap<NodeId, (Epoch, ElectionReply)>,
+    /// Replicas that asked us during this round, whatever our membership says: alive, and
+    /// perhaps fresher than us. A restarted candidate waits for their answers too.
+    askers: BTreeSet<NodeId>,
 }
 
 impl Election {
@@ -85,6 +91,7 @@ impl<S: StateMachine, R> Replica<S, R> {
             waiting: false,
             asked: asked.clone(),
             replies: BTreeMap::new(),
+            askers: BTreeSet::new(),
         });
         if was != Role::Candidate {
             self.event(Event::RoleChanged {
@@ -134,6 +141,18 @@ impl<S: StateMachine, R> Replica<S, R> {
         if live_primary.is_none() && self.role == Role::Secondary {
             tracing::debug!(candidate = %from, their_rank = ?rank, "election request; joining the election");
             self.start_election();
+        }
+        // Whoever asks is a live replica, so our round must hear from it too, although our
+        // membership may not list it yet (just restarted, the gossip not yet in). A restarted
+        // replica that asked only the replicas it knew of won against a fresher one that was
+        // asking it at that very moment (targeted seed 4161435: two primaries in epoch 3, and
+        // a committed entry replaced).
+        if let Some(el) = self.election.as_mut() {
+            el.askers.insert(from.clone());
+            if el.asked.insert(from.clone()) {
+                let rank = self.rank();
+                self.call(from, Body::ElectionQuery(rank));
+            }
         }
     }
 
@@ -203,7 +222,7 @@ impl<S: StateMachine, R> Replica<S, R> {
                 .any(|(_, r)| r.in_sync && r.confirmed && r.rank > me)
         } else if in_sync {
             // Restarted: win only if no one can do better and we heard from every member of
-            // every in-sync set we know of.
+            // every in-sync set we know of, and from every replica that asked us.
             let someone_better = el
                 .replies
                 .values()
@@ -217,6 +236,7 @@ impl<S: StateMachine, R> Replica<S, R> {
                         .values()
                         .flat_map(|(_, r)| r.config_in_sync.iter()),
                 )
+                .chain(el.askers.iter())
                 .filter(|m| **m != self.id)
                 .collect();
             let heard_all = members.iter().all(|m| el.replies.contains_key(*m));
@@ -265,6 +285,27 @@ impl<S: StateMachine, R> Replica<S, R> {
         }
     }
 
+    /// Another replica acts as primary of the epoch we won and are still making durable
+    /// (our disk is slow): give our claim up and let it keep the epoch. Nothing of the claim
+    /// has left us — no announcement or append goes out before the epoch is durable, and an
+    /// election answer that named us primary sets no one's primary for the epoch — while the
+    /// other took office and may have replicated under it. Refusing it instead made it step
+    /// down, after which we took office: two primaries in one epoch (targeted seeds 4122113,
+    /// 4129236, where the two decided within a few milliseconds of each other, or one heard
+    /// none of the other's answers).
+    pub(super) fn yield_pending_claim(&mut self, from: &NodeId) -> bool {
+        let claimed = self.role == Role::Candidate
+            && self.pending_office.is_some()
+            && self.epoch_primary.as_ref() == Some(&self.id)
+            && *from != self.id;
+        if claimed {
+            tracing::warn!(other = %from, epoch = self.hard.epoch, "another replica took office in the epoch we claimed; yielding");
+            self.pending_office = None;
+            self.epoch_primary = None;
+        }
+        claimed
+    }
+
     pub(super) fn on_announce(&mut self, reply: R, from: NodeId, epoch: Epoch) {
         if epoch < self.hard.epoch {
             self.respond(reply, Body::StaleEpoch);
@@ -273,7 +314,8 @@ impl<S: StateMachine, R> Replica<S, R> {
         if epoch > self.hard.epoch {
             self.adopt_epoch(epoch, Some(from));
         } else if self.role == Role::Primary
-            || self.epoch_primary.as_ref().is_some_and(|p| *p != from)
+            || (!self.yield_pending_claim(&from)
+                && self.epoch_primary.as_ref().is_some_and(|p| *p != from))
         {
             tracing::error!(other = %from, epoch, "announcement of a second primary for our epoch; refused");
             self.respond(reply, Body::StaleEpoch);

@@ -23,6 +23,8 @@ impl<S: StateMachine, R> Replica<S, R> {
         }
         if epoch > self.hard.epoch {
             self.adopt_epoch(epoch, Some(from.clone()));
+        } else if self.yield_pending_claim(from) {
+            // Our claim to this epoch never left us; the other's did.
         } else if self.role == Role::Primary
             || self.epoch_primary.as_ref().is_some_and(|p| p != from)
         {

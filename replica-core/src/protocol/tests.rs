@@ -1625,3 +1625,189 @@ fn every_configuration_waits_for_the_primarys_disk() {
     }
     assert_eq!(through, 3);
 }
+
+/// A replica that won epoch 2 and waits for its disk to make the epoch durable gives its claim
+/// up to a replica that took office in epoch 2 meanwhile, by an append or an announcement: it
+/// follows it instead of refusing it (the refusal made the other step down, after which the
+/// slow one took office in the same epoch: targeted seeds 4122113, 4129236).
+#[test]
+fn a_pending_claim_yields_to_a_primary_of_its_epoch() {
+    // a wins epoch 2 (p and z silent for the whole round); its disk has not answered yet.
+    let claimed_a = || {
+        let mut a = candidate_a();
+        let mut out = Vec::new();
+        for t in (2_000..3_500).step_by(10) {
+            a.step(t, Input::Tick);
+            out.extend(a.take_outputs());
+            if !stores(&out).is_empty() {
+                break;
+            }
+        }
+        assert_eq!(a.hard.epoch, 2, "won epoch 2");
+        assert_eq!(a.status().role, Role::Candidate, "not in office yet");
+        (a, last_seq(&out))
+    };
+    let z_config = Entry {
+        index: 4,
+        lamport: 40,
+        epoch: 2,
+        id: Uuid::from_u128(40),
+        payload: Payload::Config(Box::new(ClusterConfig {
+            primary: Some(id("z")),
+            in_sync: [id("a"), id("z")].into(),
+        })),
+    };
+    let from_z = [
+        Body::Append(Box::new(Append {
+            prev: entry(3, 1, 3).pos(),
+            entries: vec![z_config.clone()],
+            commit: 3,
+            last: 4,
+            acked: 0,
+        })),
+        Body::Announce,
+    ];
+    for body in from_z {
+        let (mut a, epoch_seq) = claimed_a();
+        a.step(
+            3_600,
+            Input::Request {
+                reply: 9,
+                msg: msg("z", 2, body.clone()),
+            },
+        );
+        let mut out = a.take_outputs();
+        assert!(
+            !responds(&out)
+                .iter()
+                .any(|(_, b)| matches!(b, Body::StaleEpoch)),
+            "{body:?} refused: {out:?}"
+        );
+        // The disk catches up with the epoch (and with z's entry, for the append).
+        let mut seq = epoch_seq;
+        for _ in 0..4 {
+            if !stores(&out).is_empty() {
+                seq = seq.max(last_seq(&out));
+            }
+            a.step(3_610, Input::Persisted { seq });
+            out.extend(a.take_outputs());
+        }
+        let st = a.status();
+        assert_eq!(st.role, Role::Secondary, "{body:?}");
+        assert_eq!(st.primary, Some(id("z")), "{body:?}");
+        assert_eq!(st.epoch, 2);
+        assert!(
+            calls(&out)
+                .iter()
+                .all(|(_, b)| !matches!(b, Body::Announce)),
+            "a never announces itself"
+        );
+        if matches!(body, Body::Append(_)) {
+            assert!(
+                responds(&out).iter().any(|(r, b)| *r == 9
+                    && matches!(b, Body::AppendReply(AppendReply::Ok { matched: 4, .. }))),
+                "z's entry taken and acknowledged once durable: {out:?}"
+            );
+        }
+    }
+}
+
+/// A restarted replica asks the replicas it knows of; one its membership does not list yet (the
+/// gossip is not in) but that asks it in the meantime is alive and maybe fresher: the round
+/// asks it too, and a restarted candidate does not win without its answer. It did, against a
+/// fresher replica asking it at that moment (targeted seed 4161435: two primaries in one
+/// epoch, and a committed entry replaced).
+#[test]
+fn a_restarted_candidate_waits_for_a_replica_that_asked_it() {
+    let recovered = Recovered {
+        hard_state: HardState {
+            epoch: 2,
+            commit: 2,
+            generation: 1,
+        },
+        snapshot: None,
+        entries: vec![
+            Entry {
+                index: 1,
+                lamport: 1,
+                epoch: 1,
+                id: Uuid::from_u128(1),
+                payload: Payload::Config(Box::new(ClusterConfig {
+                    primary: Some(id("p")),
+                    in_sync: [id("p"), id("a")].into(),
+                })),
+            },
+            entry(2, 1, 2),
+        ],
+    };
+    let mut a: Replica<KvMachine, R> =
+        Replica::new(start("a", false), cfg(), KvMachine::default(), recovered, 0).unwrap();
+    a.take_outputs();
+    a.last_tick = 1_990;
+    a.step(2_000, Input::Tick);
+    assert_eq!(a.status().role, Role::Candidate);
+    let out = a.take_outputs();
+    assert!(
+        calls(&out).iter().all(|(to, _)| **to == id("p")),
+        "a knows only p"
+    );
+    // z, fresher (it holds an entry of epoch 2), asks a for its vote.
+    let z_rank = Rank {
+        last_epoch: 2,
+        last_lamport: 5,
+        node: id("z"),
+    };
+    a.step(
+        2_001,
+        Input::Request {
+            reply: 7,
+            msg: msg("z", 2, Body::ElectionQuery(z_rank.clone())),
+        },
+    );
+    let out = a.take_outputs();
+    assert!(
+        calls(&out)
+            .iter()
+            .any(|(to, b)| **to == id("z") && matches!(b, Body::ElectionQuery(_))),
+        "a asks z back: {out:?}"
+    );
+    // p answers (older: it lacks entry 2; not confirmed); z's answer does not come.
+    let p = ElectionReply {
+        rank: Rank {
+            last_epoch: 1,
+            last_lamport: 1,
+            node: id("p"),
+        },
+        in_sync: true,
+        confirmed: false,
+        primary: None,
+        config_in_sync: vec![id("a"), id("p")],
+        last: LogPos {
+            index: 1,
+            epoch: 1,
+            lamport: 1,
+            id: Uuid::from_u128(1),
+        },
+    };
+    assert!(p.rank < a.rank() && a.rank() < z_rank);
+    a.step(
+        2_002,
+        Input::Response {
+            from: id("p"),
+            msg: msg("p", 2, Body::ElectionReply(Box::new(p))),
+        },
+    );
+    // Through the round's deadline (at most 1.5 election waits; a later round asks z again
+    // only if z asks again).
+    let deadline = 2_000 + cfg().election_wait_ms * 3 / 2;
+    let mut out = Vec::new();
+    for t in (2_010..deadline + 20).step_by(10) {
+        a.step(t, Input::Tick);
+        out.extend(a.take_outputs());
+    }
+    assert!(
+        stores(&out).is_empty() && a.hard.epoch == 2,
+        "a claimed an epoch without hearing from z"
+    );
+    assert_ne!(a.status().role, Role::Primary);
+}
