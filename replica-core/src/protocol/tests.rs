@@ -1082,29 +1082,34 @@ fn unknown_secondary_never_wins_alone() {
 
 /// Replica "a" of {p, a, z}, in sync with p, caught up and running, that last heard from p
 /// at 1,900 ms: at 2,000 ms it starts an election.
-fn candidate_a() -> Replica<KvMachine, R> {
-    let recovered = Recovered {
+/// What a replica recovers from its store: hard state `epoch` with commit point 2, and a log of
+/// p's configuration entry (in-sync set `in_sync`) followed by entries 2 to `last` of epoch 1.
+fn recovered_log(epoch: Epoch, in_sync: &[&str], last: LogIndex) -> Recovered {
+    let config = Entry {
+        index: 1,
+        lamport: 1,
+        epoch: 1,
+        id: Uuid::from_u128(1),
+        payload: Payload::Config(Box::new(ClusterConfig {
+            primary: Some(id("p")),
+            in_sync: in_sync.iter().map(|n| id(n)).collect(),
+        })),
+    };
+    Recovered {
         hard_state: HardState {
-            epoch: 1,
+            epoch,
             commit: 2,
             generation: 1,
         },
         snapshot: None,
-        entries: vec![
-            Entry {
-                index: 1,
-                lamport: 1,
-                epoch: 1,
-                id: Uuid::from_u128(1),
-                payload: Payload::Config(Box::new(ClusterConfig {
-                    primary: Some(id("p")),
-                    in_sync: [id("p"), id("a"), id("z")].into(),
-                })),
-            },
-            entry(2, 1, 2),
-            entry(3, 1, 3),
-        ],
-    };
+        entries: std::iter::once(config)
+            .chain((2..=last).map(|i| entry(i, 1, i)))
+            .collect(),
+    }
+}
+
+fn candidate_a() -> Replica<KvMachine, R> {
+    let recovered = recovered_log(1, &["p", "a", "z"], 3);
     let mut a: Replica<KvMachine, R> =
         Replica::new(start("a", false), cfg(), KvMachine::default(), recovered, 0).unwrap();
     a.take_outputs();
@@ -1719,27 +1724,7 @@ fn a_pending_claim_yields_to_a_primary_of_its_epoch() {
 /// epoch, and a committed entry replaced).
 #[test]
 fn a_restarted_candidate_waits_for_a_replica_that_asked_it() {
-    let recovered = Recovered {
-        hard_state: HardState {
-            epoch: 2,
-            commit: 2,
-            generation: 1,
-        },
-        snapshot: None,
-        entries: vec![
-            Entry {
-                index: 1,
-                lamport: 1,
-                epoch: 1,
-                id: Uuid::from_u128(1),
-                payload: Payload::Config(Box::new(ClusterConfig {
-                    primary: Some(id("p")),
-                    in_sync: [id("p"), id("a")].into(),
-                })),
-            },
-            entry(2, 1, 2),
-        ],
-    };
+    let recovered = recovered_log(2, &["p", "a"], 2);
     let mut a: Replica<KvMachine, R> =
         Replica::new(start("a", false), cfg(), KvMachine::default(), recovered, 0).unwrap();
     a.take_outputs();
