@@ -206,12 +206,26 @@ impl<S: StateMachine, R> Replica<S, R> {
             return;
         };
         let me = self.rank();
+        // Each replica that outranks us may take office in the epoch after the one it answered
+        // in, and crash before its announcement reaches us, whether we defer to it or follow a
+        // primary someone still hears; if we win a later round, we must not take that epoch
+        // too (two primaries in one epoch would not fence each other). Targeted seed 4235007:
+        // r0 followed a rumoured primary; r1, which outranked it, won epoch 5 and crashed
+        // unheard; r0 later took epoch 5 as well.
+        let outranking = el
+            .replies
+            .values()
+            .filter(|(_, r)| r.rank > me)
+            .map(|(e, _)| e + 1)
+            .max()
+            .unwrap_or(0);
         // Someone still hears a primary: follow it, and give it a failure timeout to reach us.
         let live = el
             .replies
             .values()
             .find_map(|(_, r)| r.primary.clone().filter(|p| *p != self.id));
         if let Some(p) = live {
+            self.epoch_deferred = self.epoch_deferred.max(outranking);
             self.become_secondary(Some(p));
             return;
         }
@@ -265,18 +279,8 @@ impl<S: StateMachine, R> Replica<S, R> {
             self.event(Event::ElectionWon { epoch });
             self.claim_office(epoch, in_sync);
         } else {
-            // Defer to those who outrank us. Each may take office in the epoch after the one
-            // it answered in, and crash before its announcement reaches us; if we win a later
-            // round, we must not take that epoch too (two primaries in one epoch would not
-            // fence each other).
-            let deferred = el
-                .replies
-                .values()
-                .filter(|(_, r)| r.rank > me)
-                .map(|(e, _)| e + 1)
-                .max()
-                .unwrap_or(0);
-            self.epoch_deferred = self.epoch_deferred.max(deferred);
+            // Defer to those who outrank us (and skip the epochs they may take).
+            self.epoch_deferred = self.epoch_deferred.max(outranking);
             let deadline = self.election_deadline();
             if let Some(el) = self.election.as_mut() {
                 el.waiting = true;

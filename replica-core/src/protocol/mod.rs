@@ -373,9 +373,10 @@ pub struct Replica<S: StateMachine, R> {
 
     // --- candidate
     election: Option<Election>,
-    /// Epochs up to this one may have been taken by a replica we deferred to in an election
-    /// and never heard announce itself (it may have taken office and crashed before its
-    /// announcement reached us): we take a later one if we win.
+    /// Epochs up to this one may have been taken by a replica that outranked us in an election
+    /// (we deferred to it, or followed a primary someone still heard) and that we never heard
+    /// announce itself (it may have taken office and crashed before its announcement reached
+    /// us): we take a later one if we win.
     epoch_deferred: Epoch,
     /// Won, waiting for the new epoch to be durable before taking office: (epoch, in-sync).
     pending_office: Option<(Epoch, BTreeSet<NodeId>)>,

@@ -1408,66 +1408,74 @@ fn a_lost_copy_is_sent_again() {
     );
 }
 
-/// A candidate that deferred to a higher-ranked replica, and never heard it announce itself,
-/// wins a later round in an epoch past the one that replica would have taken: it may have
-/// taken office and crashed before its announcement arrived (the simulator's targeted seed
-/// 3100044, where both took epoch 2).
+/// A candidate that deferred to a higher-ranked replica, or followed a primary that replica
+/// still heard, and never heard it announce itself, wins a later round in an epoch past the
+/// one that replica would have taken: it may have taken office and crashed before its
+/// announcement arrived (the simulator's targeted seeds 3100044 and 4235007, where both took
+/// the same epoch).
 #[test]
-fn a_candidate_skips_the_epoch_of_a_replica_it_deferred_to() {
-    let mut a = candidate_a();
-    a.step(2_000, Input::Tick);
-    a.take_outputs();
-    // z holds the same log and outranks a by its address: a defers to it.
-    let z_rank = Rank {
-        last_epoch: 1,
-        last_lamport: 3,
-        node: id("z"),
-    };
-    assert!(z_rank > a.rank(), "z outranks a");
-    let z = ElectionReply {
-        rank: z_rank,
-        in_sync: true,
-        confirmed: true,
-        primary: None,
-        config_in_sync: vec![id("a"), id("p"), id("z")],
-        last: entry(3, 1, 3).pos(),
-    };
-    a.step(
-        2_001,
-        Input::Response {
-            from: id("z"),
-            msg: msg("z", 1, Body::ElectionReply(Box::new(z))),
-        },
-    );
-    // p and z are silent from now on: the wait for z's announcement times out, and so does
-    // the next round.
-    let mut out = Vec::new();
-    let mut won_at = 0;
-    for t in (2_010..3_500).step_by(10) {
-        won_at = t;
-        a.step(t, Input::Tick);
-        let o = a.take_outputs();
-        for (to, b) in calls(&o) {
-            assert!(
-                !matches!(b, Body::Announce),
-                "announced to {to} before its epoch was durable"
-            );
+fn a_candidate_skips_the_epoch_of_a_replica_that_outranked_it() {
+    // z holds the same log and outranks a by its address. It answers without a primary (a
+    // defers to it) or saying it still hears p (a follows p): either way z may take epoch 2.
+    for z_hears in [None, Some(id("p"))] {
+        let mut a = candidate_a();
+        a.step(2_000, Input::Tick);
+        a.take_outputs();
+        let z_rank = Rank {
+            last_epoch: 1,
+            last_lamport: 3,
+            node: id("z"),
+        };
+        assert!(z_rank > a.rank(), "z outranks a");
+        let z = ElectionReply {
+            rank: z_rank,
+            in_sync: true,
+            confirmed: true,
+            primary: z_hears.clone(),
+            config_in_sync: vec![id("a"), id("p"), id("z")],
+            last: entry(3, 1, 3).pos(),
+        };
+        a.step(
+            2_001,
+            Input::Response {
+                from: id("z"),
+                msg: msg("z", 1, Body::ElectionReply(Box::new(z))),
+            },
+        );
+        // p and z are silent from now on: the wait for z's announcement (or for p) times out,
+        // and so does the next round.
+        let mut out = Vec::new();
+        let mut won_at = 0;
+        for t in (2_010..6_000).step_by(10) {
+            won_at = t;
+            a.step(t, Input::Tick);
+            let o = a.take_outputs();
+            for (to, b) in calls(&o) {
+                assert!(
+                    !matches!(b, Body::Announce),
+                    "announced to {to} before its epoch was durable"
+                );
+            }
+            out.extend(o);
+            if !stores(&out).is_empty() {
+                break;
+            }
         }
-        out.extend(o);
-        if !stores(&out).is_empty() {
-            break;
-        }
+        a.step(
+            won_at + 1,
+            Input::Persisted {
+                seq: last_seq(&out),
+            },
+        );
+        a.take_outputs();
+        let st = a.status();
+        assert_eq!(
+            st.role,
+            Role::Primary,
+            "z never came: a takes over ({z_hears:?})"
+        );
+        assert_eq!(st.epoch, 3, "past epoch 2, which z may hold ({z_hears:?})");
     }
-    a.step(
-        won_at + 1,
-        Input::Persisted {
-            seq: last_seq(&out),
-        },
-    );
-    a.take_outputs();
-    let st = a.status();
-    assert_eq!(st.role, Role::Primary, "z never came: a takes over");
-    assert_eq!(st.epoch, 3, "past epoch 2, which z may hold");
 }
 
 /// A secondary that compacted its log takes the entries below its snapshot as equal to the
