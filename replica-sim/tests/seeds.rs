@@ -242,9 +242,13 @@ fn targeted_lease_findings() {
 /// the same epoch, which stepped down on that answer; then the winner took office too
 /// (4122113, 4129236). A restarted replica whose membership did not list a fresher one yet
 /// won without asking it, while that one was asking it (4161435: a committed entry replaced).
+/// A candidate followed a rumoured primary instead of deferring to a higher-ranked replica,
+/// which won, took office and crashed unheard; the candidate later took its epoch (4235007).
 #[test]
 fn targeted_loss_findings() {
-    for seed in [3_100_044, 4_033_434, 4_122_113, 4_129_236, 4_161_435] {
+    for seed in [
+        3_100_044, 4_033_434, 4_122_113, 4_129_236, 4_161_435, 4_235_007,
+    ] {
         assert_passes(seed, FaultMode::Targeted);
     }
 }

@@ -3,7 +3,7 @@
 //! A candidate asks every replica it knows (`ElectionQuery`, the seed's `GET /election`). It
 //! defers when someone still hears a primary, or when an eligible replica outranks it; otherwise
 //! it takes the next epoch and announces itself (the seed's `POST /election`). "Next" skips the
-//! epoch a replica it deferred to earlier could have taken without its announcement getting
+//! epoch a replica that outranked it earlier could have taken without its announcement getting
 //! through (it may have crashed right after taking office). A winner takes office only once
 //! its new epoch is durable; if another replica acts as primary of that epoch meanwhile, the
 //! winner yields to it (`yield_pending_claim`).
