@@ -244,10 +244,12 @@ fn targeted_lease_findings() {
 /// won without asking it, while that one was asking it (4161435: a committed entry replaced).
 /// A candidate followed a rumoured primary instead of deferring to a higher-ranked replica,
 /// which won, took office and crashed unheard; the candidate later took its epoch (4235007).
+/// A candidate lost every answer of a higher-ranked one that had asked it for its vote, counted
+/// it as dead, and both took epoch 2 (4424960).
 #[test]
 fn targeted_loss_findings() {
     for seed in [
-        3_100_044, 4_033_434, 4_122_113, 4_129_236, 4_161_435, 4_235_007,
+        3_100_044, 4_033_434, 4_122_113, 4_129_236, 4_161_435, 4_235_007, 4_424_960,
     ] {
         assert_passes(seed, FaultMode::Targeted);
     }

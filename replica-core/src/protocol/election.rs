@@ -1,7 +1,8 @@
 //! Elections: the seed's bully algorithm, ranked by log freshness instead of address.
 //!
 //! A candidate asks every replica it knows (`ElectionQuery`, the seed's `GET /election`). It
-//! defers when someone still hears a primary, or when an eligible replica outranks it; otherwise
+//! defers when someone still hears a primary, or when an eligible replica outranks it (or one
+//! that asked it during the round and whose own answer has not come); otherwise
 //! it takes the next epoch and announces itself (the seed's `POST /election`). "Next" skips the
 //! epoch a replica that outranked it earlier could have taken without its announcement getting
 //! through (it may have crashed right after taking office). A winner takes office only once
@@ -46,9 +47,11 @@ pub(super) struct Election {
     asked: BTreeSet<NodeId>,
     /// Their answers, with the epoch each answered in.
     replies: BTreeMap<NodeId, (Epoch, ElectionReply)>,
-    /// Replicas that asked us during this round, whatever our membership says: alive, and
-    /// perhaps fresher than us. A restarted candidate waits for their answers too.
-    askers: BTreeSet<NodeId>,
+    /// Replicas that asked us during this round, whatever our membership says, with the epoch
+    /// and rank their latest query carried: alive, and perhaps fresher than us. A restarted
+    /// candidate waits for their answers too; any candidate defers to one that outranks it and
+    /// whose answer has not come (see `decide`).
+    askers: BTreeMap<NodeId, (Epoch, Rank)>,
 }
 
 impl Election {
@@ -91,7 +94,7 @@ impl<S: StateMachine, R> Replica<S, R> {
             waiting: false,
             asked: asked.clone(),
             replies: BTreeMap::new(),
-            askers: BTreeSet::new(),
+            askers: BTreeMap::new(),
         });
         if was != Role::Candidate {
             self.event(Event::RoleChanged {
@@ -148,7 +151,7 @@ impl<S: StateMachine, R> Replica<S, R> {
         // asking it at that very moment (targeted seed 4161435: two primaries in epoch 3, and
         // a committed entry replaced).
         if let Some(el) = self.election.as_mut() {
-            el.askers.insert(from.clone());
+            el.askers.insert(from.clone(), (epoch, rank));
             if el.asked.insert(from.clone()) {
                 let rank = self.rank();
                 self.call(from, Body::ElectionQuery(rank));
@@ -215,10 +218,22 @@ impl<S: StateMachine, R> Replica<S, R> {
         let outranking = el
             .replies
             .values()
-            .filter(|(_, r)| r.rank > me)
+            .map(|(e, r)| (e, &r.rank))
+            .chain(el.askers.values().map(|(e, r)| (e, r)))
+            .filter(|(_, r)| **r > me)
             .map(|(e, _)| e + 1)
             .max()
             .unwrap_or(0);
+        // A replica that asked us this round is alive, and its query told us its rank. If it
+        // outranks us and its answer has not reached us, we defer to it as if it had answered:
+        // it may win this round, having heard our answer. Without this, a candidate whose
+        // every answer from it was lost counted it as dead and won the same epoch (targeted
+        // seed 4424960: two primaries in epoch 2). Its answer, once in, says more (whether it
+        // is in sync and caught up) and decides instead.
+        let unanswered_above = el
+            .askers
+            .iter()
+            .any(|(id, (_, r))| *r > me && !el.replies.contains_key(id));
         // Someone still hears a primary: follow it, and give it a failure timeout to reach us.
         let live = el
             .replies
@@ -230,7 +245,9 @@ impl<S: StateMachine, R> Replica<S, R> {
             return;
         }
         let in_sync = self.config.in_sync.contains(&self.id);
-        let may_win = if self.eligible() {
+        let may_win = if unanswered_above {
+            false
+        } else if self.eligible() {
             !el.replies
                 .values()
                 .any(|(_, r)| r.in_sync && r.confirmed && r.rank > me)
@@ -250,7 +267,7 @@ impl<S: StateMachine, R> Replica<S, R> {
                         .values()
                         .flat_map(|(_, r)| r.config_in_sync.iter()),
                 )
-                .chain(el.askers.iter())
+                .chain(el.askers.keys())
                 .filter(|m| **m != self.id)
                 .collect();
             let heard_all = members.iter().all(|m| el.replies.contains_key(*m));

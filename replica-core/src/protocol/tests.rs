@@ -1804,3 +1804,63 @@ fn a_restarted_candidate_waits_for_a_replica_that_asked_it() {
     );
     assert_ne!(a.status().role, Role::Primary);
 }
+
+/// z, which outranks a, asks a for its vote and hears a's answer, but none of z's answers reach
+/// a: a must not count z as dead. It defers to z as if z had answered (z may win the round),
+/// and when z's announcement does not come, a later round skips the epoch z may hold
+/// (targeted seed 4424960: both took epoch 2).
+#[test]
+fn a_candidate_defers_to_a_higher_ranked_replica_that_asked_it() {
+    let mut a = candidate_a();
+    a.step(2_000, Input::Tick);
+    assert_eq!(a.status().role, Role::Candidate);
+    a.take_outputs();
+    let z_rank = Rank {
+        last_epoch: 1,
+        last_lamport: 3,
+        node: id("z"),
+    };
+    assert!(z_rank > a.rank(), "z outranks a");
+    a.step(
+        2_001,
+        Input::Request {
+            reply: 7,
+            msg: msg("z", 1, Body::ElectionQuery(z_rank)),
+        },
+    );
+    let out = a.take_outputs();
+    assert!(
+        responds(&out)
+            .iter()
+            .any(|(r, b)| *r == 7 && matches!(b, Body::ElectionReply(_))),
+        "a answers z: {out:?}"
+    );
+    // p and z stay silent; a's queries to them fail in transport.
+    let mut out = Vec::new();
+    let mut won_at = None;
+    for t in (2_010..8_000).step_by(10) {
+        a.step(t, Input::Tick);
+        out.extend(a.take_outputs());
+        if !stores(&out).is_empty() {
+            won_at = Some(t);
+            break;
+        }
+    }
+    let won_at = won_at.expect("z never announced itself: a takes over in a later round");
+    // The first round ends at most 1.5 election waits after it began, and a's wait for z's
+    // announcement lasts at least one more.
+    assert!(
+        won_at >= 2_000 + cfg().election_wait_ms * 2,
+        "a claimed an epoch at {won_at} without waiting for z"
+    );
+    a.step(
+        won_at + 1,
+        Input::Persisted {
+            seq: last_seq(&out),
+        },
+    );
+    a.take_outputs();
+    let st = a.status();
+    assert_eq!(st.role, Role::Primary);
+    assert_eq!(st.epoch, 3, "past epoch 2, which z may hold");
+}
