@@ -1408,6 +1408,51 @@ fn a_lost_copy_is_sent_again() {
     );
 }
 
+/// `candidate_a` in an election round begun at 2,000, and the rank of z: the same log, and a
+/// higher address.
+fn a_asking_below_z() -> (Replica<KvMachine, R>, Rank) {
+    let mut a = candidate_a();
+    a.step(2_000, Input::Tick);
+    assert_eq!(a.status().role, Role::Candidate);
+    a.take_outputs();
+    let z_rank = Rank {
+        last_epoch: 1,
+        last_lamport: 3,
+        node: id("z"),
+    };
+    assert!(z_rank > a.rank(), "z outranks a");
+    (a, z_rank)
+}
+
+/// Tick a candidate every 10 ms from `from` until it claims an epoch (stores it) or `until`
+/// passes; then make the claim durable. Returns when it claimed. Nothing may be announced
+/// before the epoch is durable.
+fn tick_until_claimed(a: &mut Replica<KvMachine, R>, from: u64, until: u64) -> Option<u64> {
+    let mut out = Vec::new();
+    for t in (from..until).step_by(10) {
+        a.step(t, Input::Tick);
+        let o = a.take_outputs();
+        for (to, b) in calls(&o) {
+            assert!(
+                !matches!(b, Body::Announce),
+                "announced to {to} before its epoch was durable"
+            );
+        }
+        out.extend(o);
+        if !stores(&out).is_empty() {
+            a.step(
+                t + 1,
+                Input::Persisted {
+                    seq: last_seq(&out),
+                },
+            );
+            a.take_outputs();
+            return Some(t);
+        }
+    }
+    None
+}
+
 /// A candidate that deferred to a higher-ranked replica, or followed a primary that replica
 /// still heard, and never heard it announce itself, wins a later round in an epoch past the
 /// one that replica would have taken: it may have taken office and crashed before its
@@ -1418,15 +1463,7 @@ fn a_candidate_skips_the_epoch_of_a_replica_that_outranked_it() {
     // z holds the same log and outranks a by its address. It answers without a primary (a
     // defers to it) or saying it still hears p (a follows p): either way z may take epoch 2.
     for z_hears in [None, Some(id("p"))] {
-        let mut a = candidate_a();
-        a.step(2_000, Input::Tick);
-        a.take_outputs();
-        let z_rank = Rank {
-            last_epoch: 1,
-            last_lamport: 3,
-            node: id("z"),
-        };
-        assert!(z_rank > a.rank(), "z outranks a");
+        let (mut a, z_rank) = a_asking_below_z();
         let z = ElectionReply {
             rank: z_rank,
             in_sync: true,
@@ -1444,30 +1481,8 @@ fn a_candidate_skips_the_epoch_of_a_replica_that_outranked_it() {
         );
         // p and z are silent from now on: the wait for z's announcement (or for p) times out,
         // and so does the next round.
-        let mut out = Vec::new();
-        let mut won_at = 0;
-        for t in (2_010..6_000).step_by(10) {
-            won_at = t;
-            a.step(t, Input::Tick);
-            let o = a.take_outputs();
-            for (to, b) in calls(&o) {
-                assert!(
-                    !matches!(b, Body::Announce),
-                    "announced to {to} before its epoch was durable"
-                );
-            }
-            out.extend(o);
-            if !stores(&out).is_empty() {
-                break;
-            }
-        }
-        a.step(
-            won_at + 1,
-            Input::Persisted {
-                seq: last_seq(&out),
-            },
-        );
-        a.take_outputs();
+        let won_at = tick_until_claimed(&mut a, 2_010, 6_000);
+        assert!(won_at.is_some(), "a claimed no epoch ({z_hears:?})");
         let st = a.status();
         assert_eq!(
             st.role,
@@ -1811,16 +1826,7 @@ fn a_restarted_candidate_waits_for_a_replica_that_asked_it() {
 /// (targeted seed 4424960: both took epoch 2).
 #[test]
 fn a_candidate_defers_to_a_higher_ranked_replica_that_asked_it() {
-    let mut a = candidate_a();
-    a.step(2_000, Input::Tick);
-    assert_eq!(a.status().role, Role::Candidate);
-    a.take_outputs();
-    let z_rank = Rank {
-        last_epoch: 1,
-        last_lamport: 3,
-        node: id("z"),
-    };
-    assert!(z_rank > a.rank(), "z outranks a");
+    let (mut a, z_rank) = a_asking_below_z();
     a.step(
         2_001,
         Input::Request {
@@ -1836,30 +1842,14 @@ fn a_candidate_defers_to_a_higher_ranked_replica_that_asked_it() {
         "a answers z: {out:?}"
     );
     // p and z stay silent; a's queries to them fail in transport.
-    let mut out = Vec::new();
-    let mut won_at = None;
-    for t in (2_010..8_000).step_by(10) {
-        a.step(t, Input::Tick);
-        out.extend(a.take_outputs());
-        if !stores(&out).is_empty() {
-            won_at = Some(t);
-            break;
-        }
-    }
-    let won_at = won_at.expect("z never announced itself: a takes over in a later round");
+    let won_at = tick_until_claimed(&mut a, 2_010, 8_000)
+        .expect("z never announced itself: a takes over in a later round");
     // The first round ends at most 1.5 election waits after it began, and a's wait for z's
     // announcement lasts at least one more.
     assert!(
         won_at >= 2_000 + cfg().election_wait_ms * 2,
         "a claimed an epoch at {won_at} without waiting for z"
     );
-    a.step(
-        won_at + 1,
-        Input::Persisted {
-            seq: last_seq(&out),
-        },
-    );
-    a.take_outputs();
     let st = a.status();
     assert_eq!(st.role, Role::Primary);
     assert_eq!(st.epoch, 3, "past epoch 2, which z may hold");
