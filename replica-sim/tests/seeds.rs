@@ -245,11 +245,13 @@ fn targeted_lease_findings() {
 /// A candidate followed a rumoured primary instead of deferring to a higher-ranked replica,
 /// which won, took office and crashed unheard; the candidate later took its epoch (4235007).
 /// A candidate lost every answer of a higher-ranked one that had asked it for its vote, counted
-/// it as dead, and both took epoch 2 (4424960).
+/// it as dead, and both took epoch 2 (4424960). A secondary dropped while its disk stalled and
+/// the primary's later messages were lost won on its lease, and replaced two entries committed
+/// without it (4862335).
 #[test]
 fn targeted_loss_findings() {
     for seed in [
-        3_100_044, 4_033_434, 4_122_113, 4_129_236, 4_161_435, 4_235_007, 4_424_960,
+        3_100_044, 4_033_434, 4_122_113, 4_129_236, 4_161_435, 4_235_007, 4_424_960, 4_862_335,
     ] {
         assert_passes(seed, FaultMode::Targeted);
     }

@@ -17,7 +17,8 @@
 //!   with a primary since it started) wins on its own. A restarted replica may have missed its
 //!   own removal from the in-sync set, so it wins only after hearing from every member of every
 //!   in-sync set it is told about, and from every replica that asked it during the round (the
-//!   whole-cluster-restart case).
+//!   whole-cluster-restart case). So does a replica that heard from a fresher one whose
+//!   configuration leaves it out: it may have been removed without knowing it.
 //! - The new primary's in-sync set holds itself and the in-sync repliers whose logs are a prefix
 //!   of its own; everyone else rejoins after catching up.
 //!
@@ -162,6 +163,23 @@ impl<S: StateMachine, R> Replica<S, R> {
     pub(super) fn on_election_reply(&mut self, from: NodeId, epoch: Epoch, answer: ElectionReply) {
         if self.role != Role::Candidate {
             return;
+        }
+        // A fresher replica, in the in-sync set of its latest configuration, where we are not:
+        // we may have been dropped without knowing it, so we are no longer confirmed (until a
+        // primary catches us up), and say so in our own answers. Our lease said the primary
+        // could not have dropped us, on the assumption that a primary we no longer hear is
+        // dead; but its messages after a pause of its own may have been lost while our
+        // acknowledgements sat behind our stalled disk (targeted seed 4862335: r0 dropped r1,
+        // committed two entries alone and crashed; r1, its lease intact, won against the
+        // restarted r0 and replaced them). Giving up eligibility only ever makes winning
+        // harder: a restarted candidate's rules (hear everyone, defer to anyone better) apply.
+        if answer.rank > self.rank()
+            && answer.in_sync
+            && !answer.config_in_sync.contains(&self.id)
+            && self.confirmed
+        {
+            tracing::warn!(fresher = %from, "a fresher replica's configuration leaves us out; no longer confirmed");
+            self.confirmed = false;
         }
         let Some(el) = self.election.as_mut() else {
             return;

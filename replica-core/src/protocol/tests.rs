@@ -1854,3 +1854,55 @@ fn a_candidate_defers_to_a_higher_ranked_replica_that_asked_it() {
     assert_eq!(st.role, Role::Primary);
     assert_eq!(st.epoch, 3, "past epoch 2, which z may hold");
 }
+
+/// z, fresher than a, answers that its latest configuration leaves a out: a may have been
+/// dropped without knowing it (its acknowledgements stuck behind a stalled disk while the
+/// primary's later messages were lost), so a is no longer confirmed. It says so in its own
+/// answers, and it does not win on its own stale view: as a restarted replica it must hear
+/// from every member and defer to anyone better (targeted seed 4862335: a committed entry
+/// replaced).
+#[test]
+fn a_candidate_left_out_by_a_fresher_configuration_is_no_longer_confirmed() {
+    let (mut a, _) = a_asking_below_z();
+    let z = ElectionReply {
+        rank: Rank {
+            last_epoch: 1,
+            last_lamport: 5,
+            node: id("z"),
+        },
+        in_sync: true,
+        confirmed: false,
+        primary: None,
+        config_in_sync: vec![id("p"), id("z")],
+        last: entry(5, 1, 5).pos(),
+    };
+    a.step(
+        2_001,
+        Input::Response {
+            from: id("z"),
+            msg: msg("z", 1, Body::ElectionReply(Box::new(z))),
+        },
+    );
+    // Another candidate asks a: a's answer no longer claims it is confirmed.
+    let query = Rank {
+        last_epoch: 1,
+        last_lamport: 1,
+        node: id("b"),
+    };
+    a.step(
+        2_002,
+        Input::Request {
+            reply: 9,
+            msg: msg("b", 1, Body::ElectionQuery(query)),
+        },
+    );
+    let out = a.take_outputs();
+    let answer = responds(&out).into_iter().find_map(|(r, b)| match b {
+        Body::ElectionReply(e) if r == 9 => Some(e.confirmed),
+        _ => None,
+    });
+    assert_eq!(answer, Some(false), "{out:?}");
+    // p and z stay silent: a, which must hear from both, claims no epoch.
+    assert_eq!(tick_until_claimed(&mut a, 2_010, 8_000), None);
+    assert_ne!(a.status().role, Role::Primary);
+}
