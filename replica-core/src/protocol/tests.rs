@@ -1080,8 +1080,6 @@ fn unknown_secondary_never_wins_alone() {
     assert!(queried, "it did run elections");
 }
 
-/// Replica "a" of {p, a, z}, in sync with p, caught up and running, that last heard from p
-/// at 1,900 ms: at 2,000 ms it starts an election.
 /// What a replica recovers from its store: hard state `epoch` with commit point 2, and a log of
 /// p's configuration entry (in-sync set `in_sync`) followed by entries 2 to `last` of epoch 1.
 fn recovered_log(epoch: Epoch, in_sync: &[&str], last: LogIndex) -> Recovered {
@@ -1108,6 +1106,8 @@ fn recovered_log(epoch: Epoch, in_sync: &[&str], last: LogIndex) -> Recovered {
     }
 }
 
+/// Replica "a" of {p, a, z}, in sync with p, caught up and running, that last heard from p
+/// at 1,900 ms: at 2,000 ms it starts an election.
 fn candidate_a() -> Replica<KvMachine, R> {
     let recovered = recovered_log(1, &["p", "a", "z"], 3);
     let mut a: Replica<KvMachine, R> =
@@ -1147,13 +1147,7 @@ fn election_ranks_by_log_freshness_not_address() {
         config_in_sync: vec![id("a"), id("p"), id("z")],
         last: entry(2, 1, 2).pos(),
     };
-    a.step(
-        2_001,
-        Input::Response {
-            from: id("z"),
-            msg: msg("z", 1, Body::ElectionReply(Box::new(older))),
-        },
-    );
+    a.step(2_001, answer_from("z", 1, older));
     a.step(
         2_001,
         Input::CallFailed {
@@ -1408,6 +1402,22 @@ fn a_lost_copy_is_sent_again() {
     );
 }
 
+/// `from`'s election query, in epoch `epoch`, to be answered through `reply`.
+fn query_from(reply: R, from: &str, epoch: Epoch, rank: Rank) -> Input<R> {
+    Input::Request {
+        reply,
+        msg: msg(from, epoch, Body::ElectionQuery(rank)),
+    }
+}
+
+/// `from`'s answer, in epoch `epoch`, to an election query.
+fn answer_from(from: &str, epoch: Epoch, answer: ElectionReply) -> Input<R> {
+    Input::Response {
+        from: id(from),
+        msg: msg(from, epoch, Body::ElectionReply(Box::new(answer))),
+    }
+}
+
 /// `candidate_a` in an election round begun at 2,000, and the rank of z: the same log, and a
 /// higher address.
 fn a_asking_below_z() -> (Replica<KvMachine, R>, Rank) {
@@ -1472,13 +1482,7 @@ fn a_candidate_skips_the_epoch_of_a_replica_that_outranked_it() {
             config_in_sync: vec![id("a"), id("p"), id("z")],
             last: entry(3, 1, 3).pos(),
         };
-        a.step(
-            2_001,
-            Input::Response {
-                from: id("z"),
-                msg: msg("z", 1, Body::ElectionReply(Box::new(z))),
-            },
-        );
+        a.step(2_001, answer_from("z", 1, z));
         // p and z are silent from now on: the wait for z's announcement (or for p) times out,
         // and so does the next round.
         let won_at = tick_until_claimed(&mut a, 2_010, 6_000);
@@ -1765,13 +1769,7 @@ fn a_restarted_candidate_waits_for_a_replica_that_asked_it() {
         last_lamport: 5,
         node: id("z"),
     };
-    a.step(
-        2_001,
-        Input::Request {
-            reply: 7,
-            msg: msg("z", 2, Body::ElectionQuery(z_rank.clone())),
-        },
-    );
+    a.step(2_001, query_from(7, "z", 2, z_rank.clone()));
     let out = a.take_outputs();
     assert!(
         calls(&out)
@@ -1798,13 +1796,7 @@ fn a_restarted_candidate_waits_for_a_replica_that_asked_it() {
         },
     };
     assert!(p.rank < a.rank() && a.rank() < z_rank);
-    a.step(
-        2_002,
-        Input::Response {
-            from: id("p"),
-            msg: msg("p", 2, Body::ElectionReply(Box::new(p))),
-        },
-    );
+    a.step(2_002, answer_from("p", 2, p));
     // Through the round's deadline (at most 1.5 election waits; a later round asks z again
     // only if z asks again).
     let deadline = 2_000 + cfg().election_wait_ms * 3 / 2;
@@ -1827,13 +1819,7 @@ fn a_restarted_candidate_waits_for_a_replica_that_asked_it() {
 #[test]
 fn a_candidate_defers_to_a_higher_ranked_replica_that_asked_it() {
     let (mut a, z_rank) = a_asking_below_z();
-    a.step(
-        2_001,
-        Input::Request {
-            reply: 7,
-            msg: msg("z", 1, Body::ElectionQuery(z_rank)),
-        },
-    );
+    a.step(2_001, query_from(7, "z", 1, z_rank));
     let out = a.take_outputs();
     assert!(
         responds(&out)
@@ -1876,26 +1862,14 @@ fn a_candidate_left_out_by_a_fresher_configuration_is_no_longer_confirmed() {
         config_in_sync: vec![id("p"), id("z")],
         last: entry(5, 1, 5).pos(),
     };
-    a.step(
-        2_001,
-        Input::Response {
-            from: id("z"),
-            msg: msg("z", 1, Body::ElectionReply(Box::new(z))),
-        },
-    );
+    a.step(2_001, answer_from("z", 1, z));
     // Another candidate asks a: a's answer no longer claims it is confirmed.
     let query = Rank {
         last_epoch: 1,
         last_lamport: 1,
         node: id("b"),
     };
-    a.step(
-        2_002,
-        Input::Request {
-            reply: 9,
-            msg: msg("b", 1, Body::ElectionQuery(query)),
-        },
-    );
+    a.step(2_002, query_from(9, "b", 1, query));
     let out = a.take_outputs();
     let answer = responds(&out).into_iter().find_map(|(r, b)| match b {
         Body::ElectionReply(e) if r == 9 => Some(e.confirmed),
