@@ -28,7 +28,7 @@ struct Args {
     /// Replay one seed (prints its report; with --trace, every message and state change).
     #[arg(long)]
     seed: Option<u64>,
-    /// With --seed: print the readable trace.
+    /// With --seed: print the parameters drawn for the seed, then the readable trace.
     #[arg(long)]
     trace: bool,
     /// Fault envelope: `crash-stop` (the default mode's guarantees, every check) or
@@ -82,6 +82,8 @@ fn main() -> ExitCode {
     if let Some(seed) = args.seed {
         let report = run(seed, args.trace);
         if let Some(t) = &report.trace {
+            // The draw first: timeouts and fault rates explain most of what the trace shows.
+            println!("{:#?}", report.params);
             print!("{t}");
         }
         println!("{report}");

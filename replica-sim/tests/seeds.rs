@@ -247,11 +247,16 @@ fn targeted_lease_findings() {
 /// A candidate lost every answer of a higher-ranked one that had asked it for its vote, counted
 /// it as dead, and both took epoch 2 (4424960). A secondary dropped while its disk stalled and
 /// the primary's later messages were lost won on its lease, and replaced two entries committed
-/// without it (4862335).
+/// without it (4862335). Another such secondary counted only appends as proof that the
+/// primary lived: the primary's heartbeats were lost, but its gossip and its answer to the
+/// secondary's election query arrived just before it dropped the secondary, committed alone
+/// and crashed; the secondary won on its lease and replaced two committed entries (5038142;
+/// 5133817 the same, with the primary's gossip arriving after its pauses).
 #[test]
 fn targeted_loss_findings() {
     for seed in [
         3_100_044, 4_033_434, 4_122_113, 4_129_236, 4_161_435, 4_235_007, 4_424_960, 4_862_335,
+        5_038_142, 5_133_817,
     ] {
         assert_passes(seed, FaultMode::Targeted);
     }

@@ -338,6 +338,10 @@ pub struct Replica<S: StateMachine, R> {
     epoch_primary: Option<NodeId>,
     /// When we last heard from our primary.
     primary_contact: u64,
+    /// When any message from `epoch_primary` last arrived (an append, gossip, its answer in an
+    /// election): proof that it was alive then. Unlike `primary_contact` it makes nobody our
+    /// primary and resets no timer; it only bounds the eligibility lease (`lease_valid`).
+    primary_heard: u64,
     /// When a secondary gives up on its primary.
     failure_deadline: u64,
 
@@ -493,6 +497,7 @@ impl<S: StateMachine, R> Replica<S, R> {
             last_tick: now,
             epoch_primary: None,
             primary_contact: now,
+            primary_heard: 0,
             failure_deadline: 0,
             store_seq: 0,
             durable_seq: 0,
@@ -685,6 +690,7 @@ impl<S: StateMachine, R> Replica<S, R> {
         );
         if from_replica {
             self.observe_clock(msg.clock);
+            self.heard_from(&msg.from);
         }
         match msg.body {
             Body::Write(w) => self.on_write(reply, w),
@@ -716,6 +722,7 @@ impl<S: StateMachine, R> Replica<S, R> {
 
     fn on_response(&mut self, from: NodeId, msg: Message) {
         self.observe_clock(msg.clock);
+        self.heard_from(&from);
         if msg.epoch > self.hard.epoch {
             // Whoever answered knows a newer epoch: we are out of date (and, if primary, deposed).
             let hint = None;
@@ -983,6 +990,13 @@ impl<S: StateMachine, R> Replica<S, R> {
             > (self.cfg.election_wait_ms / 2).max(2 * self.cfg.tick_interval_ms)
     }
 
+    /// Note that a message from `from` arrived now: if it is our epoch's primary, it was alive.
+    fn heard_from(&mut self, from: &NodeId) {
+        if self.epoch_primary.as_ref() == Some(from) {
+            self.primary_heard = self.now;
+        }
+    }
+
     /// Whether the primary cannot have dropped us from the in-sync set without our knowing.
     ///
     /// The primary drops a secondary only after `ack_timeout_ms` without an acknowledgement
@@ -994,6 +1008,13 @@ impl<S: StateMachine, R> Replica<S, R> {
     /// voids the lease), or our acknowledgements were stuck behind a stalled disk while its
     /// messages still arrived (then this check fails). Such a replica may have been dropped and
     /// must not take office on its own word.
+    ///
+    /// "Its last message" means any message: its gossip or its answer to our election query
+    /// proves it alive as well as an append does. Counting appends alone, a secondary whose
+    /// disk stalled while the primary's heartbeats to it were lost took the primary for dead,
+    /// though the primary had just answered its election query and gossiped with it, and had
+    /// then dropped it, committed alone and crashed (targeted seed 5038142: the secondary won
+    /// and replaced two committed entries).
     fn lease_valid(&self) -> bool {
         // The primary heartbeats at least every heartbeat interval while it lives, so it died
         // within about one interval of its last message (two, for scheduling slack).
@@ -1007,7 +1028,8 @@ impl<S: StateMachine, R> Replica<S, R> {
             .ack_times
             .iter()
             .find(|(seq, _)| *seq == self.echoed_ack);
-        echoed.is_some_and(|(_, sent)| self.primary_contact.saturating_sub(*sent) < lease)
+        let alive = self.primary_contact.max(self.primary_heard);
+        echoed.is_some_and(|(_, sent)| alive.saturating_sub(*sent) < lease)
     }
 
     /// Send an `Ok` acknowledgement, numbered.

@@ -1880,3 +1880,64 @@ fn a_candidate_left_out_by_a_fresher_configuration_is_no_longer_confirmed() {
     assert_eq!(tick_until_claimed(&mut a, 2_010, 8_000), None);
     assert_ne!(a.status().role, Role::Primary);
 }
+
+/// a's disk stalled after its acknowledgement at 500 ms, and p's heartbeats stopped reaching
+/// it after 1,700 ms; but p gossiped with it at 1,900 ms, after a's lease (counted from the
+/// acknowledgement p echoed last) had run out. p was alive then, without a's acknowledgements
+/// for that long: it may have dropped a, committed alone and crashed. a is no longer eligible,
+/// says so, and does not win against a lower-ranked replica while p stays silent (targeted
+/// seed 5038142: a committed entry replaced). Appends alone did not count as proof of life.
+#[test]
+fn any_message_from_the_primary_bounds_the_eligibility_lease() {
+    let mut a = candidate_a();
+    a.epoch_primary = Some(id("p"));
+    a.ack_times.clear();
+    a.ack_times.push_back((7, 500));
+    a.primary_contact = 1_700;
+    assert!(a.eligible(), "the lease holds at p's last append");
+    a.step(
+        1_900,
+        Input::Request {
+            reply: 3,
+            msg: msg("p", 1, Body::Gossip(Vec::new())),
+        },
+    );
+    assert!(
+        !a.eligible(),
+        "p was alive long after a's last echoed acknowledgement"
+    );
+    a.step(2_000, Input::Tick);
+    assert_eq!(a.status().role, Role::Candidate);
+    a.take_outputs();
+    // z, below a, answers; another candidate asks a, whose answer no longer claims it is
+    // confirmed.
+    let z = ElectionReply {
+        rank: Rank {
+            last_epoch: 1,
+            last_lamport: 2,
+            node: id("z"),
+        },
+        in_sync: true,
+        confirmed: false,
+        primary: None,
+        config_in_sync: vec![id("a"), id("p"), id("z")],
+        last: entry(2, 1, 2).pos(),
+    };
+    assert!(z.rank < a.rank());
+    a.step(2_001, answer_from("z", 1, z));
+    let query = Rank {
+        last_epoch: 1,
+        last_lamport: 1,
+        node: id("b"),
+    };
+    a.step(2_002, query_from(9, "b", 1, query));
+    let out = a.take_outputs();
+    let answer = responds(&out).into_iter().find_map(|(r, b)| match b {
+        Body::ElectionReply(e) if r == 9 => Some(e.confirmed),
+        _ => None,
+    });
+    assert_eq!(answer, Some(false), "{out:?}");
+    // p stays silent: a, which must now hear from every member, claims no epoch.
+    assert_eq!(tick_until_claimed(&mut a, 2_010, 8_000), None);
+    assert_ne!(a.status().role, Role::Primary);
+}
