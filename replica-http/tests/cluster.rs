@@ -192,13 +192,20 @@ async fn three_replicas_replicate_and_fail_over_over_http() {
     );
     let old_epoch = r0.node.status().await.unwrap().epoch;
 
-    // Phase: a writer keeps appending while the primary goes away.
+    // Phase: a writer keeps appending while the primary goes away. Its last writes wait until
+    // r0 is gone, so they need the new primary however fast the first ones went (a writer that
+    // finished before r0 stopped left the front end still pointing at r0).
     const TOTAL: u64 = 60;
+    const AFTER_STOP: u64 = BEFORE + 10;
     let (progress_tx, mut progress) = watch::channel(BEFORE);
+    let (stopped_tx, mut stopped) = watch::channel(false);
     let writer = {
         let client = client.clone();
         tokio::spawn(async move {
             for i in BEFORE..TOTAL {
+                if i == AFTER_STOP {
+                    stopped.wait_for(|s| *s).await.unwrap();
+                }
                 let out: Option<String> = client
                     .write(&KvCommand::append("k", format!("{i},")))
                     .await
@@ -214,6 +221,7 @@ async fn three_replicas_replicate_and_fail_over_over_http() {
     };
     progress.wait_for(|done| *done >= BEFORE + 5).await.unwrap();
     r0.stop().await;
+    stopped_tx.send_replace(true);
 
     // Phase: a secondary takes over in a newer epoch; the front end learns of it.
     let survivors = [&r1, &r2];
