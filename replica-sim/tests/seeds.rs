@@ -268,7 +268,9 @@ fn targeted_loss_findings() {
 /// refused every full copy as older than its own commit point, so the primary committed
 /// nothing more — the split showed as a different entry where it had committed one (30, 212),
 /// as a primary whose log ended before its commit point (3587), or as a copy's last entry
-/// from a later epoch than any it had committed, where it had compacted its log (16445).
+/// from a later epoch than any it had committed, where it had compacted its log (16445), or,
+/// both sides having elected the same epoch, as an entry below its compacted base whose
+/// Lamport stamp left too little room below the base's (118805, 136600).
 /// Without a split: a secondary ahead of the new primary's applied state, whose old suffix
 /// answered `Diverged`, never acknowledged the prefix they shared (3381, now clean). And two
 /// that never converged under a fix for targeted seed 4862335 that was dropped (a confirmed
@@ -279,7 +281,7 @@ fn partition_sweep_findings() {
     for seed in [3381, 2241, 7840] {
         assert_passes(seed, FaultMode::Partitions);
     }
-    for seed in [30, 212, 3587, 16445] {
+    for seed in [30, 212, 3587, 16445, 118_805, 136_600] {
         let r = run_seed(seed, FaultMode::Partitions, false);
         let other: Vec<String> = r
             .violations

@@ -166,11 +166,25 @@ impl<S: StateMachine, R> Replica<S, R> {
         }
         let differs = match self.log.pos_at(pos.index) {
             Some(ours) => ours != pos,
-            None => pos.epoch > self.commit_epoch,
+            // Compacted away: no entry of a later epoch than we committed in can be ours, nor
+            // one whose Lamport stamp leaves too little room below our base's (stamps rise by
+            // at least one per entry along any log). The stamp is what tells two primaries of
+            // the same epoch apart (partitions seed 118805: both sides of a split elected
+            // epoch 2; the losing side's secondary, its own entries compacted, took the other
+            // primary's for its own, joined its in-sync set and refused its copies for good).
+            None => pos.epoch > self.commit_epoch || !self.fits_below_base(pos),
         };
         if differs {
             self.note_split(epoch, pos.index);
         }
+    }
+
+    /// Whether an entry at `pos`, below our compacted base, could be in our history: its
+    /// Lamport stamp is at least one below the base's for each index between them.
+    fn fits_below_base(&self, pos: LogPos) -> bool {
+        let base = self.log.base();
+        pos.index >= base.index
+            || pos.lamport.saturating_add(base.index - pos.index) <= base.lamport
     }
 
     /// Whether the entry at `index`, compacted away here (so committed), can be taken to equal

@@ -714,6 +714,68 @@ fn a_split_brain_primary_copy_replaces_committed_entries() {
     assert_eq!(st.snapshots_installed, 1);
 }
 
+/// Both sides of a split elected epoch 2. A replica of one side committed entries 1..5 of its
+/// epoch 2 and compacted them; restarted (so no longer knowing who led the epoch), it hears
+/// from the other side's primary of epoch 2, whose entry 3 has a Lamport stamp too high to lie
+/// below our base's. Same epoch, so only the stamp shows the split: the append is refused as
+/// divergent, and the other primary's copy, older than our commit point, is then taken (the
+/// simulator's partitions seed 118805 never converged: the replica acknowledged the other
+/// primary's prefix as its own, joined its in-sync set and refused every copy).
+#[test]
+fn a_same_epoch_split_shows_in_the_lamport_stamps_below_the_base() {
+    let ours: Vec<Entry> = (1..=5).map(|i| entry(i, 2, 4 + i)).collect();
+    let recovered = Recovered {
+        hard_state: HardState {
+            epoch: 2,
+            commit: 5,
+            generation: 1,
+        },
+        snapshot: Some(copy_of(&ours)),
+        entries: Vec::new(),
+    };
+    let mut s: Replica<KvMachine, R> =
+        Replica::new(start("s", false), cfg(), KvMachine::default(), recovered, 0).unwrap();
+    s.take_outputs();
+    assert_eq!(s.status().applied, entry(5, 2, 9).pos());
+
+    // q's log: its own epoch-2 entries, stamped after ours were (1..3, Lamport 10..12).
+    let theirs: Vec<Entry> = (1..=3).map(|i| entry(i, 2, 9 + i)).collect();
+    let a = Append {
+        prev: theirs[2].pos(),
+        entries: Vec::new(),
+        commit: 3,
+        last: 3,
+        acked: 0,
+    };
+    let out = request_then_persist(&mut s, 1, 1, msg("q", 2, Body::Append(Box::new(a))));
+    assert_eq!(
+        responds(&out),
+        vec![(
+            1,
+            &Body::AppendReply(AppendReply::Diverged {
+                last: entry(5, 2, 9).pos()
+            })
+        )]
+    );
+
+    let out = request_then_persist(
+        &mut s,
+        2,
+        2,
+        msg("q", 2, Body::InstallSnapshot(Box::new(copy_of(&theirs)))),
+    );
+    assert!(
+        matches!(
+            responds(&out)[..],
+            [(2, Body::AppendReply(AppendReply::Ok { matched: 3, .. }))]
+        ),
+        "{out:?}"
+    );
+    let st = s.status();
+    assert_eq!(st.applied, theirs[2].pos(), "the other side's history won");
+    assert_eq!(st.snapshots_installed, 1);
+}
+
 /// A secondary ahead of a new primary's applied state (its commit point is past the copy the
 /// primary sends) but with an old primary's uncommitted suffix (which answered the new
 /// primary's append with `Diverged`) acknowledges the prefix the new primary's appends showed
