@@ -251,12 +251,16 @@ fn targeted_lease_findings() {
 /// primary lived: the primary's heartbeats were lost, but its gossip and its answer to the
 /// secondary's election query arrived just before it dropped the secondary, committed alone
 /// and crashed; the secondary won on its lease and replaced two committed entries (5038142;
-/// 5133817 the same, with the primary's gossip arriving after its pauses).
+/// 5133817 the same, with the primary's gossip arriving after its pauses). A new primary whose
+/// first probe to a restarted secondary was lost fell back to the start of its compacted log
+/// and sent a full copy of its applied state, which replaced committed entries the secondary
+/// held, and its configuration with an older one; the primary crashed, and the secondary won
+/// alone without them (5964386).
 #[test]
 fn targeted_loss_findings() {
     for seed in [
         3_100_044, 4_033_434, 4_122_113, 4_129_236, 4_161_435, 4_235_007, 4_424_960, 4_862_335,
-        5_038_142, 5_133_817,
+        5_038_142, 5_133_817, 5_964_386,
     ] {
         assert_passes(seed, FaultMode::Targeted);
     }

@@ -53,6 +53,12 @@ pub(super) struct Follower {
     snapshot_sent: Option<u64>,
     /// A full copy on its way, not answered yet: no other copy goes out meanwhile.
     copy: Option<CopyInFlight>,
+    /// Where we first probed it (the end of our log then); `None` once it answered an append.
+    /// Until it answers we know nothing of its log, and a lost probe is no reason to fall back
+    /// to the start of ours — below a compacted base, that meant a full copy, which replaced
+    /// committed entries it held (and we held too) with an older state; had we crashed before
+    /// resending them, it could win the next election without them (targeted seed 5964386).
+    probe: Option<LogIndex>,
 }
 
 /// A full copy sent to a follower and not answered yet.
@@ -87,6 +93,7 @@ impl Follower {
             backoff_until: 0,
             snapshot_sent: None,
             copy: None,
+            probe: Some(last_index + 1),
         }
     }
 
@@ -103,6 +110,9 @@ impl Follower {
     /// Where appends resume after a loss: past what it acknowledged, and past a copy on its
     /// way (the entries before its end come with it).
     fn resume_from(&self, now: u64) -> LogIndex {
+        if let Some(probe) = self.probe {
+            return probe;
+        }
         let copied = self.copy_in_flight(now).map_or(0, |c| c.last);
         self.matched.max(copied) + 1
     }
@@ -520,6 +530,7 @@ impl<S: StateMachine, R> Replica<S, R> {
         let Some(f) = self.followers.get_mut(&from) else {
             return;
         };
+        f.probe = None;
         match reply {
             AppendReply::Ok { matched, last, seq } => {
                 self.acked_in_epoch = true;

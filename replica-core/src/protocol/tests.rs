@@ -1288,6 +1288,65 @@ fn primary_copying_to_a_new_secondary() -> (Replica<KvMachine, R>, Vec<Output<R>
     (p, out)
 }
 
+/// A lost probe says nothing about the secondary's log: the primary probes again at the end
+/// of its own, rather than falling back to the start, which lies below its compacted base
+/// (a full copy). A new primary did that to a secondary holding the same committed entries as
+/// itself, past its applied state; the copy replaced them with an older state and an older
+/// configuration, the primary crashed before resending them, and the secondary won the next
+/// election without them (targeted seed 5964386: a committed entry replaced).
+#[test]
+fn a_lost_probe_is_probed_again_not_answered_with_a_copy() {
+    let config = Config {
+        snapshot_interval_entries: 2,
+        log_retain_entries: 0,
+        suspicion_timeout_ms: 60_000,
+        ..cfg()
+    };
+    let mut p = booted_primary_with(config);
+    for n in 0..4u32 {
+        p.step(1, write(10 + n, 100 + u128::from(n), "a"));
+        let out = p.take_outputs();
+        p.step(
+            1,
+            Input::Persisted {
+                seq: last_seq(&out),
+            },
+        );
+        p.take_outputs();
+    }
+    let st = p.status();
+    assert!(st.log_base.index > 1, "compacted");
+    greet_from_s(&mut p, 2);
+    p.step(10, Input::Tick);
+    let out = p.take_outputs();
+    let probes = appends_to_s(&out);
+    assert_eq!(probes.len(), 1, "{out:?}");
+    assert_eq!(
+        probes[0].prev, st.last,
+        "the first probe is at the end of p's log"
+    );
+    p.step(
+        11,
+        Input::CallFailed {
+            to: id("s"),
+            kind: CallKind::Append,
+        },
+    );
+    let mut out = p.take_outputs();
+    for t in (20..400).step_by(10) {
+        p.step(t, Input::Tick);
+        out.extend(p.take_outputs());
+    }
+    assert_eq!(
+        copies_to_s(&out),
+        0,
+        "no copy for a secondary that never answered"
+    );
+    let probes = appends_to_s(&out);
+    assert!(!probes.is_empty(), "probed again");
+    assert!(probes.iter().all(|a| a.prev == st.last), "{probes:?}");
+}
+
 /// `s` acknowledges `matched`, its log ending at `last`.
 fn ok_from_s(matched: LogIndex, last: LogPos, seq: u64) -> Input<R> {
     Input::Response {
