@@ -433,6 +433,21 @@ fn copy_of(entries: &[Entry]) -> Snapshot {
     }
 }
 
+/// Replica `name`, started from what it recovered from its store, its start-up outputs
+/// drained.
+fn restarted(name: &str, recovered: Recovered) -> Replica<KvMachine, R> {
+    let mut r = Replica::new(
+        start(name, false),
+        cfg(),
+        KvMachine::default(),
+        recovered,
+        0,
+    )
+    .unwrap();
+    r.take_outputs();
+    r
+}
+
 /// A secondary `s` with an empty log, its start-up outputs drained.
 fn fresh_secondary() -> Replica<KvMachine, R> {
     let mut s = new_replica(start("s", false));
@@ -733,9 +748,7 @@ fn a_same_epoch_split_shows_in_the_lamport_stamps_below_the_base() {
         snapshot: Some(copy_of(&ours)),
         entries: Vec::new(),
     };
-    let mut s: Replica<KvMachine, R> =
-        Replica::new(start("s", false), cfg(), KvMachine::default(), recovered, 0).unwrap();
-    s.take_outputs();
+    let mut s = restarted("s", recovered);
     assert_eq!(s.status().applied, entry(5, 2, 9).pos());
 
     // q's log: its own epoch-2 entries, stamped after ours were (1..3, Lamport 10..12).
@@ -1172,9 +1185,7 @@ fn recovered_log(epoch: Epoch, in_sync: &[&str], last: LogIndex) -> Recovered {
 /// at 1,900 ms: at 2,000 ms it starts an election.
 fn candidate_a() -> Replica<KvMachine, R> {
     let recovered = recovered_log(1, &["p", "a", "z"], 3);
-    let mut a: Replica<KvMachine, R> =
-        Replica::new(start("a", false), cfg(), KvMachine::default(), recovered, 0).unwrap();
-    a.take_outputs();
+    let mut a = restarted("a", recovered);
     a.confirmed = true; // it was caught up with p before p died...
     a.ack_times.push_back((7, 1_900)); // ...acknowledged its last append just before...
     a.echoed_ack = 7; // ...and p said it had received that acknowledgement
@@ -1256,9 +1267,9 @@ fn election_ranks_by_log_freshness_not_address() {
         .any(|(to, b)| **to == id("z") && matches!(b, Body::Announce)));
 }
 
-/// The primary `p` with a compacted log, and a new secondary `s` that greeted it and answered
-/// the first probe from its empty log: a full copy to `s` is among the outputs returned.
-fn primary_copying_to_a_new_secondary() -> (Replica<KvMachine, R>, Vec<Output<R>>) {
+/// The primary `p` with a compacted log (four writes), greeted by a new secondary `s` at 2 ms
+/// and not yet probing it.
+fn compacted_primary_greeted_by_s() -> Replica<KvMachine, R> {
     let config = Config {
         snapshot_interval_entries: 2,
         log_retain_entries: 0,
@@ -1280,6 +1291,13 @@ fn primary_copying_to_a_new_secondary() -> (Replica<KvMachine, R>, Vec<Output<R>
     }
     assert!(p.status().log_base.index > 1, "compacted");
     greet_from_s(&mut p, 2);
+    p
+}
+
+/// The primary `p` with a compacted log, and a new secondary `s` that greeted it and answered
+/// the first probe from its empty log: a full copy to `s` is among the outputs returned.
+fn primary_copying_to_a_new_secondary() -> (Replica<KvMachine, R>, Vec<Output<R>>) {
+    let mut p = compacted_primary_greeted_by_s();
     p.step(10, Input::Tick);
     p.take_outputs();
     p.step(11, gap_from_s(LogPos::ZERO));
@@ -1296,27 +1314,8 @@ fn primary_copying_to_a_new_secondary() -> (Replica<KvMachine, R>, Vec<Output<R>
 /// election without them (targeted seed 5964386: a committed entry replaced).
 #[test]
 fn a_lost_probe_is_probed_again_not_answered_with_a_copy() {
-    let config = Config {
-        snapshot_interval_entries: 2,
-        log_retain_entries: 0,
-        suspicion_timeout_ms: 60_000,
-        ..cfg()
-    };
-    let mut p = booted_primary_with(config);
-    for n in 0..4u32 {
-        p.step(1, write(10 + n, 100 + u128::from(n), "a"));
-        let out = p.take_outputs();
-        p.step(
-            1,
-            Input::Persisted {
-                seq: last_seq(&out),
-            },
-        );
-        p.take_outputs();
-    }
+    let mut p = compacted_primary_greeted_by_s();
     let st = p.status();
-    assert!(st.log_base.index > 1, "compacted");
-    greet_from_s(&mut p, 2);
     p.step(10, Input::Tick);
     let out = p.take_outputs();
     let probes = appends_to_s(&out);
@@ -1873,9 +1872,7 @@ fn a_pending_claim_yields_to_a_primary_of_its_epoch() {
 #[test]
 fn a_restarted_candidate_waits_for_a_replica_that_asked_it() {
     let recovered = recovered_log(2, &["p", "a"], 2);
-    let mut a: Replica<KvMachine, R> =
-        Replica::new(start("a", false), cfg(), KvMachine::default(), recovered, 0).unwrap();
-    a.take_outputs();
+    let mut a = restarted("a", recovered);
     a.last_tick = 1_990;
     a.step(2_000, Input::Tick);
     assert_eq!(a.status().role, Role::Candidate);
