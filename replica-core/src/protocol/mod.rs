@@ -334,7 +334,9 @@ pub struct Replica<S: StateMachine, R> {
     /// took office, so its log reaching less far than our commit point is a split brain too.
     commit_epoch: Epoch,
     /// The primary accepted for the current epoch: at most one per epoch, first come. A second
-    /// one can only come from a split election, and is refused.
+    /// one can only come from a split election, and is refused. After a restart: the primary
+    /// the latest configuration names, if the log holds entries of the current epoch (else
+    /// none is known yet).
     epoch_primary: Option<NodeId>,
     /// When we last heard from our primary.
     primary_contact: u64,
@@ -523,6 +525,14 @@ impl<S: StateMachine, R> Replica<S, R> {
         r.durable_index = r.log.last().index;
         r.hard.commit = r.hard.commit.min(r.log.last().index).max(r.applied.index);
         r.commit_epoch = r.hard.epoch;
+        // The primary of our epoch, if our log holds its entries: a primary's first entry in its
+        // epoch is its configuration, so the latest one names it. Forgetting it let a second
+        // primary of the same epoch (a split election under partitions) take over a restarted
+        // replica that had refused it before, and whose own entries of that epoch then passed for
+        // the other primary's wherever they were compacted away.
+        if r.hard.epoch > 0 && r.log.last().epoch == r.hard.epoch {
+            r.epoch_primary = r.config.primary.clone();
+        }
         r.apply_committed();
         r.store(StoreOp::HardState(r.hard));
         for seed in start

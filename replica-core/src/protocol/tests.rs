@@ -789,6 +789,50 @@ fn a_same_epoch_split_shows_in_the_lamport_stamps_below_the_base() {
     assert_eq!(st.snapshots_installed, 1);
 }
 
+/// A restarted replica remembers who led its epoch (the latest configuration names it, when the
+/// log holds entries of that epoch) and refuses a second primary of the same epoch, as it did
+/// before the restart; an epoch it holds no entries of names no one, and its first primary is
+/// accepted.
+#[test]
+fn a_restarted_replica_refuses_a_second_primary_of_its_epoch() {
+    let probe = |prev: LogPos| {
+        Body::Append(Box::new(Append {
+            prev,
+            entries: Vec::new(),
+            commit: 2,
+            last: prev.index,
+            acked: 0,
+        }))
+    };
+    let last = entry(3, 1, 3).pos();
+
+    let mut s = restarted("s", recovered_log(1, &["p", "s"], 3));
+    let out = request_then_persist(&mut s, 1, 1, msg("q", 1, probe(last)));
+    assert_eq!(responds(&out), vec![(1, &Body::StaleEpoch)]);
+    assert_eq!(s.status().primary, None, "q was not followed");
+    let out = request_then_persist(&mut s, 2, 2, msg("p", 1, probe(last)));
+    assert!(
+        matches!(
+            responds(&out)[..],
+            [(2, Body::AppendReply(AppendReply::Ok { matched: 3, .. }))]
+        ),
+        "{out:?}"
+    );
+    assert_eq!(s.status().primary, Some(id("p")));
+
+    // Epoch 2 reached our disk, but none of its entries: whoever led it, we cannot tell.
+    let mut s = restarted("s", recovered_log(2, &["p", "s"], 3));
+    let out = request_then_persist(&mut s, 1, 1, msg("q", 2, probe(last)));
+    assert!(
+        matches!(
+            responds(&out)[..],
+            [(1, Body::AppendReply(AppendReply::Ok { matched: 3, .. }))]
+        ),
+        "{out:?}"
+    );
+    assert_eq!(s.status().primary, Some(id("q")));
+}
+
 /// A secondary ahead of a new primary's applied state (its commit point is past the copy the
 /// primary sends) but with an old primary's uncommitted suffix (which answered the new
 /// primary's append with `Diverged`) acknowledges the prefix the new primary's appends showed
