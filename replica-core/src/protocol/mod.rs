@@ -320,8 +320,9 @@ pub struct Replica<S: StateMachine, R> {
     /// while `epoch` is current; tells a late full copy from a needed one.
     verified: (Epoch, LogIndex),
     /// The latest epoch whose primary showed that its log lacks entries we committed (0:
-    /// none): another entry at an index we committed, an entry there from a later epoch than
-    /// any we committed, or a log ending before our commit point (`commit_epoch`). Only a
+    /// none): another entry at an index we committed, one there (compacted away here) of a
+    /// later epoch than our base or stamped too high to lie below it, or a log ending before
+    /// our commit point (`commit_epoch`). Only a
     /// split brain does that (partitions in all-in-sync mode): both sides committed at the
     /// same index. Such a primary's full copy may then take us back past our commit point — the
     /// newer epoch wins — where otherwise a copy older than our commit point is refused as one

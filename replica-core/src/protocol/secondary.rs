@@ -97,10 +97,12 @@ impl<S: StateMachine, R> Replica<S, R> {
                     break;
                 }
             } else {
-                if e.lamport <= held.lamport && held.index > 0 {
+                if (e.lamport <= held.lamport || e.epoch < held.epoch) && held.index > 0 {
+                    // Along any log stamps rise and epochs never fall; the split checks
+                    // below our base rely on both.
                     tracing::warn!(
                         index = e.index,
-                        "append with non-increasing lamport; ignoring"
+                        "append with a non-increasing lamport or a falling epoch; ignoring"
                     );
                     break;
                 }
@@ -166,13 +168,17 @@ impl<S: StateMachine, R> Replica<S, R> {
         }
         let differs = match self.log.pos_at(pos.index) {
             Some(ours) => ours != pos,
-            // Compacted away: no entry of a later epoch than we committed in can be ours, nor
-            // one whose Lamport stamp leaves too little room below our base's (stamps rise by
-            // at least one per entry along any log). The stamp is what tells two primaries of
-            // the same epoch apart (partitions seed 118805: both sides of a split elected
-            // epoch 2; the losing side's secondary, its own entries compacted, took the other
-            // primary's for its own, joined its in-sync set and refused its copies for good).
-            None => pos.epoch > self.commit_epoch || !self.fits_below_base(pos),
+            // Compacted away: along any log epochs never fall and stamps rise by at least one
+            // per entry, so ours there is of no later epoch than our base, and stamped at
+            // least one below the base's per index between them. An entry of a later epoch,
+            // or stamped too high, is not ours. (Bounding by the base's epoch rather than the
+            // epoch we last committed in, which is never earlier, also catches a same-epoch
+            // split after a restart, when that epoch is the one we were in.) The stamp is what
+            // tells two primaries of the same epoch apart where our base is of that epoch
+            // (partitions seed 118805: both sides of a split elected epoch 2; the losing
+            // side's secondary, its own entries compacted, took the other primary's for its
+            // own, joined its in-sync set and refused its copies for good).
+            None => pos.epoch > self.log.base().epoch || !self.fits_below_base(pos),
         };
         if differs {
             self.note_split(epoch, pos.index);

@@ -789,6 +789,113 @@ fn a_same_epoch_split_shows_in_the_lamport_stamps_below_the_base() {
     assert_eq!(st.snapshots_installed, 1);
 }
 
+/// Below a compacted base, an entry of a later epoch than the base's cannot be ours (epochs
+/// never fall along a log), however low it is stamped: a replica restarted in epoch 2 without
+/// an entry of it, its epoch-1 entries compacted, refuses as divergent a primary of epoch 2
+/// whose entries there are of epoch 2 and stamped low enough to fit below its base (the
+/// Lamport check alone passes them, and the epoch it last committed in, 2 after the restart,
+/// is no later). The other side of a same-epoch split, then; its copy replaces ours.
+#[test]
+fn a_later_epoch_below_the_base_is_not_ours() {
+    let ours: Vec<Entry> = (1..=5).map(|i| entry(i, 1, 4 + i)).collect();
+    let recovered = Recovered {
+        hard_state: HardState {
+            epoch: 2,
+            commit: 5,
+            generation: 1,
+        },
+        snapshot: Some(copy_of(&ours)),
+        entries: Vec::new(),
+    };
+    let mut s = restarted("s", recovered);
+    // q's log: epoch-2 entries at 1..3, stamped 1..3 (3 + 2 <= 9: they fit below our base).
+    let theirs: Vec<Entry> = (1..=3).map(|i| entry(i, 2, i)).collect();
+    let a = Append {
+        prev: theirs[2].pos(),
+        entries: Vec::new(),
+        commit: 3,
+        last: 3,
+        acked: 0,
+    };
+    let out = request_then_persist(&mut s, 1, 1, msg("q", 2, Body::Append(Box::new(a))));
+    assert_eq!(
+        responds(&out),
+        vec![(
+            1,
+            &Body::AppendReply(AppendReply::Diverged {
+                last: entry(5, 1, 9).pos()
+            })
+        )]
+    );
+    let out = request_then_persist(
+        &mut s,
+        2,
+        2,
+        msg("q", 2, Body::InstallSnapshot(Box::new(copy_of(&theirs)))),
+    );
+    assert!(
+        matches!(
+            responds(&out)[..],
+            [(2, Body::AppendReply(AppendReply::Ok { matched: 3, .. }))]
+        ),
+        "{out:?}"
+    );
+    assert_eq!(
+        s.status().applied,
+        theirs[2].pos(),
+        "the other side's history won"
+    );
+}
+
+/// An appended entry of an earlier epoch than the one before it is malformed (epochs never
+/// fall along a log, which the checks below a compacted base rely on): it is not appended,
+/// and only what matched is acknowledged.
+#[test]
+fn an_entry_of_a_falling_epoch_is_not_appended() {
+    let mut s = fresh_secondary();
+    let append = |prev: LogPos, entries: Vec<Entry>| {
+        let last = entries.last().map_or(prev.index, |e| e.index);
+        Body::Append(Box::new(Append {
+            prev,
+            entries,
+            commit: 0,
+            last,
+            acked: 0,
+        }))
+    };
+    let out = request_then_persist(
+        &mut s,
+        1,
+        1,
+        msg("p", 2, append(LogPos::ZERO, vec![entry(1, 2, 5)])),
+    );
+    assert!(
+        matches!(
+            responds(&out)[..],
+            [(1, Body::AppendReply(AppendReply::Ok { matched: 1, .. }))]
+        ),
+        "{out:?}"
+    );
+    let out = request_then_persist(
+        &mut s,
+        2,
+        2,
+        msg("p", 2, append(entry(1, 2, 5).pos(), vec![entry(2, 1, 6)])),
+    );
+    assert!(
+        matches!(
+            responds(&out)[..],
+            [(2, Body::AppendReply(AppendReply::Ok { matched: 1, .. }))]
+        ),
+        "{out:?}"
+    );
+    assert_eq!(
+        s.status().last,
+        entry(1, 2, 5).pos(),
+        "the falling entry was not appended"
+    );
+}
+
 /// A restarted replica remembers who led its epoch (the latest configuration names it, when the
 /// log holds entries of that epoch) and refuses a second primary of the same epoch, as it did
 /// before the restart; an epoch it holds no entries of names no one, and its first primary is
