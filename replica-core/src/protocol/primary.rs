@@ -59,6 +59,20 @@ pub(super) struct Follower {
     /// committed entries it held (and we held too) with an older state; had we crashed before
     /// resending them, it could win the next election without them (targeted seed 5964386).
     probe: Option<LogIndex>,
+    /// How far below the end of its log the next probe goes after a mismatch (doubling each
+    /// time), until it first acknowledges; `None` since then. A mismatch then asks for a full
+    /// copy; before, the shared prefix is looked for first. A copy of our applied state can
+    /// end below entries the follower holds and shares with us (committed, perhaps, where we
+    /// have not applied yet): installing it dropped them and, with them, the configuration
+    /// that listed who else was in sync, leaving the older one in the copy (targeted seed
+    /// 5964386; lossy seed 3266535, where the follower, with that configuration's in-sync set
+    /// of itself alone, later won and replaced four committed entries). Once a probe shows
+    /// the shared prefix, the follower refuses a copy that ends before it, and we send none
+    /// until we have applied that far.
+    walk: Option<LogIndex>,
+    /// A walk-back probe is outstanding: appends carry no entries until it is answered, so
+    /// that a mismatch answers the probe's position and nothing after it.
+    walking: bool,
 }
 
 /// A full copy sent to a follower and not answered yet.
@@ -94,6 +108,32 @@ impl Follower {
             snapshot_sent: None,
             copy: None,
             probe: Some(last_index + 1),
+            walk: Some(1),
+            walking: false,
+        }
+    }
+
+    /// After a mismatch at or below `top` (the end of the follower's log, or of ours if
+    /// shorter): before its first acknowledgement, probe further back, at `top` minus a step
+    /// that doubles each time, as long as we hold that position (`base` and above). `false`:
+    /// no probe left, send a full copy.
+    fn walk_back(&mut self, top: LogIndex, base: LogIndex) -> bool {
+        let Some(step) = self.walk else {
+            return false;
+        };
+        match top.checked_sub(step) {
+            Some(at) if at >= base => {
+                self.next = at + 1;
+                self.probe = Some(at + 1);
+                self.walk = Some(step.saturating_mul(2));
+                self.walking = true;
+                true
+            }
+            _ => {
+                self.walk = None;
+                self.walking = false;
+                false
+            }
         }
     }
 
@@ -395,6 +435,7 @@ impl<S: StateMachine, R> Replica<S, R> {
             hard,
             clock,
             config,
+            applied,
             ..
         } = self;
         // One append (or heartbeat, with no entries) to one secondary.
@@ -448,8 +489,14 @@ impl<S: StateMachine, R> Replica<S, R> {
             let copy_paced = (f.needs_snapshot || f.next <= base.index)
                 && (f.copy_in_flight(now).is_some()
                     || f.snapshot_sent
-                        .is_some_and(|t| now.saturating_sub(t) < cfg.heartbeat_interval_ms));
-            if backing_off || !f.has_slot(depth_max) || copy_paced {
+                        .is_some_and(|t| now.saturating_sub(t) < cfg.heartbeat_interval_ms)
+                    // It shares our log further than we have applied: a copy now would end
+                    // before entries it holds, and it refuses such a copy. Wait until we
+                    // have applied that far (we commit without it: it is not in sync).
+                    || applied.index < f.matched);
+            // One walk-back probe at a time: each answer decides where the next one goes.
+            let probing = f.walking && f.in_flight > 0;
+            if backing_off || !f.has_slot(depth_max) || copy_paced || probing {
                 // A batch is outstanding, calls failed lately, or a copy just went out: keep
                 // heartbeating anyway. A secondary's eligibility lease relies on our silence
                 // meaning our death, so we never go quiet for longer than a heartbeat interval
@@ -477,11 +524,15 @@ impl<S: StateMachine, R> Replica<S, R> {
             };
             let sendable =
                 usize::try_from(send_limit + 1 - f.next.min(send_limit + 1)).unwrap_or(usize::MAX);
-            let entries = log.slice(
-                f.next,
-                cfg.batch_entries_max.min(sendable),
-                cfg.batch_bytes_max,
-            );
+            let entries = if f.walking {
+                Vec::new()
+            } else {
+                log.slice(
+                    f.next,
+                    cfg.batch_entries_max.min(sendable),
+                    cfg.batch_bytes_max,
+                )
+            };
             if let Some(e) = entries.last() {
                 f.next = e.index + 1;
             }
@@ -542,13 +593,19 @@ impl<S: StateMachine, R> Replica<S, R> {
                     f.backoff_until = 0;
                 }
                 f.in_flight = f.in_flight.saturating_sub(1);
+                f.walk = None;
+                f.walking = false;
                 f.last_ack = now;
                 f.acked_seq = f.acked_seq.max(seq);
                 f.heard_at = f.heard_at.max(f.in_flight_since);
                 f.matched = f.matched.max(matched.min(last_index));
                 f.next = f.next.max(f.matched + 1);
-                if last.index > last_index {
-                    // It holds entries we never wrote (an old primary's): only a full copy fixes that.
+                if last.index > last_index && f.matched >= last_index {
+                    // It holds entries we never wrote (an old primary's): only a full copy
+                    // fixes that. Not before it has matched all of ours, though: what it holds
+                    // between its match and our end may be ours (a walk-back probe can match
+                    // well below where our logs part), and a copy ending before them would
+                    // drop them; the appends that follow show it, or meet the divergence.
                     f.needs_snapshot = true;
                 }
             }
@@ -568,13 +625,15 @@ impl<S: StateMachine, R> Replica<S, R> {
                 if last.index >= base_index && self.log.pos_at(last.index) == Some(last) {
                     f.next = last.index + 1;
                     f.matched = f.matched.min(last.index);
-                } else {
+                } else if !f.walk_back(last.index.min(last_index), base_index) {
                     f.needs_snapshot = true;
                 }
             }
-            AppendReply::Diverged { .. } => {
+            AppendReply::Diverged { last } => {
                 f.in_flight = 0;
-                f.needs_snapshot = true;
+                if !f.walk_back(last.index.min(last_index), base_index) {
+                    f.needs_snapshot = true;
+                }
             }
             AppendReply::SnapshotBehind { .. } => {
                 // Only a copy is answered so: it was refused, send another later.

@@ -5,7 +5,9 @@
 //! acknowledges an index only once its log is durable through it; a full copy replaces its state
 //! only if the copy is at least as new as what it knows is committed, and never if the log
 //! holds the copy's last entry and nothing this primary has not sent (a late copy: older news
-//! than the log).
+//! than the log), nor if it ends before the prefix this primary's appends showed the log
+//! shares with its own (it would drop entries the primary holds too, and perhaps the
+//! configuration among them).
 
 use super::{Event, Replica};
 use crate::message::{Append, AppendReply, Body, Message};
@@ -266,6 +268,20 @@ impl<S: StateMachine, R> Replica<S, R> {
                 self.apply_committed();
             }
             self.ack_matched(reply, snap.last.index);
+            return;
+        }
+        if self.verified.0 == epoch && snap.last.index < self.verified.1 {
+            // This primary's own appends showed that we share its log further than the copy
+            // reaches: installing it would drop entries it holds too (committed, perhaps) and
+            // perhaps the configuration among them that lists who else is in sync, leaving us
+            // the copy's older one (lossy seed 3266535: with an in-sync set of ourselves
+            // alone, we later won and replaced committed entries). Ask for a later copy; it
+            // makes none until it has applied that far.
+            let commit = self.hard.commit;
+            self.respond(
+                reply,
+                Body::AppendReply(AppendReply::SnapshotBehind { commit }),
+            );
             return;
         }
         if let Err(e) = self.sm.restore(&snap.state) {

@@ -1497,6 +1497,142 @@ fn a_lost_probe_is_probed_again_not_answered_with_a_copy() {
     assert!(probes.iter().all(|a| a.prev == st.last), "{probes:?}");
 }
 
+/// A follower whose log does not match ours where it ends, before it first acknowledged
+/// anything, is probed further back (at the end of its log minus 1, 2, 4, ...: empty appends,
+/// so each answer is about that position alone) to find the prefix we share, instead of
+/// getting a full copy of our applied state at once: that copy could end before entries it
+/// shares with us, and installing it dropped them and the configuration among them (lossy
+/// seed 3266535). After a match, a mismatch further on asks for the copy as before.
+#[test]
+fn a_mismatch_walks_back_to_the_shared_prefix_before_a_full_copy() {
+    let mut p = booted_primary();
+    for n in 0..4u32 {
+        p.step(1, write(10 + n, 100 + u128::from(n), "a"));
+        let out = p.take_outputs();
+        p.step(
+            1,
+            Input::Persisted {
+                seq: last_seq(&out),
+            },
+        );
+        p.take_outputs();
+    }
+    let last = p.status().last;
+    assert_eq!(last.index, 5);
+    greet_from_s(&mut p, 2);
+    p.step(10, Input::Tick);
+    let probes = appends_to_s(&p.take_outputs());
+    assert!(matches!(&probes[..], [a] if a.prev == last), "{probes:?}");
+
+    // s's log ends at 4, with another entry there than ours.
+    let theirs = LogPos {
+        index: 4,
+        epoch: 1,
+        lamport: 99,
+        ..LogPos::ZERO
+    };
+    let diverged = || Input::Response {
+        from: id("s"),
+        msg: msg(
+            "s",
+            1,
+            Body::AppendReply(AppendReply::Diverged { last: theirs }),
+        ),
+    };
+    p.step(11, gap_from_s(theirs));
+    let out = p.take_outputs();
+    assert_eq!(copies_to_s(&out), 0);
+    let probes = appends_to_s(&out);
+    assert!(
+        matches!(&probes[..], [a] if a.prev.index == 3 && a.entries.is_empty()),
+        "{probes:?}"
+    );
+    p.step(12, diverged());
+    let out = p.take_outputs();
+    assert_eq!(copies_to_s(&out), 0);
+    let probes = appends_to_s(&out);
+    assert!(
+        matches!(&probes[..], [a] if a.prev.index == 2 && a.entries.is_empty()),
+        "{probes:?}"
+    );
+    // A match at 2: what follows goes out from there.
+    p.step(13, ok_from_s(2, theirs, 1));
+    let appends = appends_to_s(&p.take_outputs());
+    assert!(
+        matches!(&appends[..], [a] if a.prev.index == 2 && a.entries.first().is_some_and(|e| e.index == 3)),
+        "{appends:?}"
+    );
+    // Its entry 3 is not ours either: now a full copy (we applied past the shared prefix).
+    p.step(14, diverged());
+    assert_eq!(copies_to_s(&p.take_outputs()), 1);
+}
+
+/// A secondary refuses a full copy that ends before the prefix the same primary's appends
+/// showed they share: installing it would drop entries the primary holds too (committed,
+/// perhaps) and the configuration among them. A copy that reaches past it is installed and
+/// replaces the unshared rest (lossy seed 3266535: a copy of a new primary's applied state
+/// took a secondary back below a configuration entry, to one whose in-sync set was itself
+/// alone; it later won alone and replaced committed entries).
+#[test]
+fn a_copy_ending_before_the_shared_prefix_is_refused() {
+    let recovered = recovered_log(1, &["p", "s"], 9);
+    let ours = recovered.entries.clone();
+    let mut s = restarted("s", recovered);
+    // q, primary of epoch 2, shares our log through 8: its probe there matches.
+    let probe = Append {
+        prev: entry(8, 1, 8).pos(),
+        entries: Vec::new(),
+        commit: 2,
+        last: 9,
+        acked: 0,
+    };
+    let out = request_then_persist(&mut s, 1, 1, msg("q", 2, Body::Append(Box::new(probe))));
+    assert!(
+        matches!(
+            responds(&out)[..],
+            [(1, Body::AppendReply(AppendReply::Ok { matched: 8, .. }))]
+        ),
+        "{out:?}"
+    );
+    // Its applied state ends at 6.
+    let out = request_then_persist(
+        &mut s,
+        2,
+        2,
+        msg("q", 2, Body::InstallSnapshot(Box::new(copy_of(&ours[..6])))),
+    );
+    assert!(
+        matches!(
+            responds(&out)[..],
+            [(2, Body::AppendReply(AppendReply::SnapshotBehind { .. }))]
+        ),
+        "{out:?}"
+    );
+    let st = s.status();
+    assert_eq!((st.last, st.snapshots_installed), (entry(9, 1, 9).pos(), 0));
+    // A later copy, with q's own entry 9: installed, and our 9 (never q's) goes.
+    let mut theirs = ours[..8].to_vec();
+    theirs.push(entry(9, 2, 20));
+    let out = request_then_persist(
+        &mut s,
+        3,
+        3,
+        msg("q", 2, Body::InstallSnapshot(Box::new(copy_of(&theirs)))),
+    );
+    assert!(
+        matches!(
+            responds(&out)[..],
+            [(3, Body::AppendReply(AppendReply::Ok { matched: 9, .. }))]
+        ),
+        "{out:?}"
+    );
+    let st = s.status();
+    assert_eq!(
+        (st.last, st.snapshots_installed),
+        (entry(9, 2, 20).pos(), 1)
+    );
+}
+
 /// `s` acknowledges `matched`, its log ending at `last`.
 fn ok_from_s(matched: LogIndex, last: LogPos, seq: u64) -> Input<R> {
     Input::Response {
