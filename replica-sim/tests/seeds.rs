@@ -289,13 +289,17 @@ fn targeted_loss_findings() {
 /// answered `Diverged`, never acknowledged the prefix they shared (3381, now clean). And two
 /// that never converged under a fix for targeted seed 4862335 that was dropped (a confirmed
 /// candidate deferring to a fresher replica whose configuration left it out): after a healed
-/// split every replica waited for another (2241, 7840; clean now).
+/// split every replica waited for another (2241, 7840; clean now). And one that never
+/// converged under a first version of the fix for lossy seed 3266535, where a secondary asked
+/// for a later copy rather than take one ending before the prefix it shared with the primary,
+/// while the primary, with that secondary in its in-sync set, could not apply further without
+/// its acknowledgement (6970; it now acknowledges the prefix).
 #[test]
 fn partition_sweep_findings() {
     for seed in [3381, 2241, 7840, 118_805] {
         assert_passes(seed, FaultMode::Partitions);
     }
-    for seed in [30, 212, 3587, 16445, 136_600] {
+    for seed in [30, 212, 3587, 16445, 136_600, 6970] {
         let r = run_seed(seed, FaultMode::Partitions, false);
         let other: Vec<String> = r
             .violations

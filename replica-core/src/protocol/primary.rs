@@ -492,7 +492,8 @@ impl<S: StateMachine, R> Replica<S, R> {
                         .is_some_and(|t| now.saturating_sub(t) < cfg.heartbeat_interval_ms)
                     // It shares our log further than we have applied: a copy now would end
                     // before entries it holds, and it refuses such a copy. Wait until we
-                    // have applied that far (we commit without it: it is not in sync).
+                    // have applied that far (it acknowledged that far, so in sync or not it
+                    // holds no commit back).
                     || applied.index < f.matched);
             // One walk-back probe at a time: each answer decides where the next one goes.
             let probing = f.walking && f.in_flight > 0;

@@ -270,18 +270,18 @@ impl<S: StateMachine, R> Replica<S, R> {
             self.ack_matched(reply, snap.last.index);
             return;
         }
-        if self.verified.0 == epoch && snap.last.index < self.verified.1 {
+        if self.verified.0 == epoch && snap.last.index < self.verified.1 && self.split_seen != epoch
+        {
             // This primary's own appends showed that we share its log further than the copy
             // reaches: installing it would drop entries it holds too (committed, perhaps) and
             // perhaps the configuration among them that lists who else is in sync, leaving us
             // the copy's older one (lossy seed 3266535: with an in-sync set of ourselves
-            // alone, we later won and replaced committed entries). Ask for a later copy; it
-            // makes none until it has applied that far.
-            let commit = self.hard.commit;
-            self.respond(
-                reply,
-                Body::AppendReply(AppendReply::SnapshotBehind { commit }),
-            );
+            // alone, we later won and replaced committed entries). Acknowledge that prefix
+            // instead: the primary makes no copy until it has applied that far, and if we are
+            // in its in-sync set, it cannot commit that far without our acknowledgement
+            // (partitions seed 6970, where asking for a later copy left both waiting). After
+            // a split brain, though, the newer history wins whole (`split_seen`).
+            self.ack_matched(reply, self.verified.1);
             return;
         }
         if let Err(e) = self.sm.restore(&snap.state) {
