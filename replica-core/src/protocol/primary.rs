@@ -494,7 +494,15 @@ impl<S: StateMachine, R> Replica<S, R> {
                     // before entries it holds, and it refuses such a copy. Wait until we
                     // have applied that far (it acknowledged that far, so in sync or not it
                     // holds no commit back).
-                    || applied.index < f.matched);
+                    || applied.index < f.matched
+                    // Nor, to a follower outside the in-sync set, before we have applied
+                    // our own epoch's first entry: a copy of an older state carries an
+                    // older configuration, perhaps one listing that follower alone in sync,
+                    // and with it, once every other replica was down, it could win alone
+                    // (lossy seed 3266535, where the copy ended just below the entry that
+                    // had added its primary). An in-sync follower gets its copy regardless:
+                    // an old suffix of its own may be what holds that entry's commit back.
+                    || (applied.epoch < hard.epoch && !config.in_sync.contains(to)));
             // One walk-back probe at a time: each answer decides where the next one goes.
             let probing = f.walking && f.in_flight > 0;
             if backing_off || !f.has_slot(depth_max) || copy_paced || probing {

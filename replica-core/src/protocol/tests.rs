@@ -1345,6 +1345,22 @@ fn candidate_a() -> Replica<KvMachine, R> {
     a
 }
 
+/// z's answer to `candidate_a`: in sync and caught up, with an older log (a prefix of a's).
+fn older_z() -> ElectionReply {
+    ElectionReply {
+        rank: Rank {
+            last_epoch: 1,
+            last_lamport: 2,
+            node: id("z"),
+        },
+        in_sync: true,
+        confirmed: true,
+        primary: None,
+        config_in_sync: vec![id("a"), id("p"), id("z")],
+        last: entry(2, 1, 2).pos(),
+    }
+}
+
 /// Election replies: defer to an eligible, higher-ranked replica; win otherwise.
 #[test]
 fn election_ranks_by_log_freshness_not_address() {
@@ -1359,19 +1375,7 @@ fn election_ranks_by_log_freshness_not_address() {
         .collect();
     assert_eq!(asked, vec![&id("p"), &id("z")]);
     assert_eq!(a.status().role, Role::Candidate);
-    let older = ElectionReply {
-        rank: Rank {
-            last_epoch: 1,
-            last_lamport: 2,
-            node: id("z"),
-        },
-        in_sync: true,
-        confirmed: true,
-        primary: None,
-        config_in_sync: vec![id("a"), id("p"), id("z")],
-        last: entry(2, 1, 2).pos(),
-    };
-    a.step(2_001, answer_from("z", 1, older));
+    a.step(2_001, answer_from("z", 1, older_z()));
     a.step(
         2_001,
         Input::CallFailed {
@@ -1416,6 +1420,115 @@ fn election_ranks_by_log_freshness_not_address() {
     assert!(calls(&out)
         .iter()
         .any(|(to, b)| **to == id("z") && matches!(b, Body::Announce)));
+}
+
+/// A new primary sends no full copy to a follower outside its in-sync set before it has
+/// applied its own epoch's first entry: a copy of an older state carries an older
+/// configuration, perhaps one listing that follower alone in sync. Once the entry is applied
+/// (here: once z, in sync, acknowledged it), the copy goes out.
+#[test]
+fn no_copy_to_an_out_of_sync_follower_before_the_epochs_first_entry_applies() {
+    // a wins epoch 2 with in-sync set {a, z}; p, silent in the election, is out of it.
+    let mut a = candidate_a();
+    a.cfg.suspicion_timeout_ms = 60_000; // membership keeps p for as long as the test runs
+    a.step(2_000, Input::Tick);
+    a.step(2_001, answer_from("z", 1, older_z()));
+    let mut out = a.take_outputs();
+    for t in (2_010..2_400).step_by(10) {
+        a.step(t, Input::Tick);
+        out.extend(a.take_outputs());
+    }
+    a.step(
+        2_400,
+        Input::Persisted {
+            seq: last_seq(&out),
+        },
+    );
+    let out = a.take_outputs();
+    a.step(
+        2_401,
+        Input::Persisted {
+            seq: last_seq(&out),
+        },
+    );
+    a.take_outputs();
+    let st = a.status();
+    assert_eq!((st.role, st.epoch), (Role::Primary, 2));
+    assert_eq!(st.in_sync, vec![id("a"), id("z")]);
+    assert!(st.applied.epoch < 2, "its first entry waits for z");
+
+    // p answers from a log that shares nothing with a's: the walk-back finds no match.
+    let theirs = LogPos {
+        index: 1,
+        epoch: 1,
+        lamport: 77,
+        ..LogPos::ZERO
+    };
+    let diverged = || Input::Response {
+        from: id("p"),
+        msg: msg(
+            "p",
+            2,
+            Body::AppendReply(AppendReply::Diverged { last: theirs }),
+        ),
+    };
+    let copies_to_p = |out: &[Output<R>]| {
+        calls(out)
+            .iter()
+            .filter(|(to, b)| **to == id("p") && matches!(b, Body::InstallSnapshot(_)))
+            .count()
+    };
+    let mut out = Vec::new();
+    for t in [2_410, 2_420, 2_430] {
+        a.step(t, diverged());
+        out.extend(a.take_outputs());
+    }
+    for t in (2_440..2_600).step_by(10) {
+        a.step(t, Input::Tick);
+        out.extend(a.take_outputs());
+    }
+    assert_eq!(a.status().role, Role::Primary);
+    assert!(
+        a.followers.contains_key(&id("p")),
+        "p is still followed (its answers counted)"
+    );
+    assert_eq!(copies_to_p(&out), 0, "not before the first entry applies");
+
+    // z acknowledges a's whole log, durable here too: the first entry commits and applies,
+    // and p gets its copy.
+    let durable = stores(&out).len();
+    if durable > 0 {
+        a.step(
+            2_600,
+            Input::Persisted {
+                seq: last_seq(&out),
+            },
+        );
+        a.take_outputs();
+    }
+    let last = a.status().last;
+    a.step(
+        2_601,
+        Input::Response {
+            from: id("z"),
+            msg: msg(
+                "z",
+                2,
+                Body::AppendReply(AppendReply::Ok {
+                    matched: last.index,
+                    last,
+                    seq: 1,
+                }),
+            ),
+        },
+    );
+    let mut out = a.take_outputs();
+    assert_eq!(a.status().applied.epoch, 2);
+    for t in (2_610..2_700).step_by(10) {
+        a.step(t, Input::Tick);
+        out.extend(a.take_outputs());
+    }
+    assert_eq!(copies_to_p(&out), 1, "{out:?}");
 }
 
 /// The primary `p` with a compacted log (four writes), greeted by a new secondary `s` at 2 ms
