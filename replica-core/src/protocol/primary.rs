@@ -70,9 +70,6 @@ pub(super) struct Follower {
     /// the shared prefix, the follower refuses a copy that ends before it, and we send none
     /// until we have applied that far.
     walk: Option<LogIndex>,
-    /// A walk-back probe is outstanding: appends carry no entries until it is answered, so
-    /// that a mismatch answers the probe's position and nothing after it.
-    walking: bool,
 }
 
 /// A full copy sent to a follower and not answered yet.
@@ -109,7 +106,6 @@ impl Follower {
             copy: None,
             probe: Some(last_index + 1),
             walk: Some(1),
-            walking: false,
         }
     }
 
@@ -126,15 +122,20 @@ impl Follower {
                 self.next = at + 1;
                 self.probe = Some(at + 1);
                 self.walk = Some(step.saturating_mul(2));
-                self.walking = true;
                 true
             }
             _ => {
                 self.walk = None;
-                self.walking = false;
                 false
             }
         }
+    }
+
+    /// A walk back has begun and not ended (the step has doubled at least once, and no
+    /// acknowledgement came since): appends carry no entries until a probe is answered, so
+    /// that a mismatch answers the probe's position and nothing after it.
+    fn walking(&self) -> bool {
+        self.walk.is_some_and(|step| step > 1)
     }
 
     /// Whether another append may be sent to it now (fewer than `depth_max` outstanding).
@@ -504,7 +505,7 @@ impl<S: StateMachine, R> Replica<S, R> {
                     // an old suffix of its own may be what holds that entry's commit back.
                     || (applied.epoch < hard.epoch && !config.in_sync.contains(to)));
             // One walk-back probe at a time: each answer decides where the next one goes.
-            let probing = f.walking && f.in_flight > 0;
+            let probing = f.walking() && f.in_flight > 0;
             if backing_off || !f.has_slot(depth_max) || copy_paced || probing {
                 // A batch is outstanding, calls failed lately, or a copy just went out: keep
                 // heartbeating anyway. A secondary's eligibility lease relies on our silence
@@ -533,7 +534,7 @@ impl<S: StateMachine, R> Replica<S, R> {
             };
             let sendable =
                 usize::try_from(send_limit + 1 - f.next.min(send_limit + 1)).unwrap_or(usize::MAX);
-            let entries = if f.walking {
+            let entries = if f.walking() {
                 Vec::new()
             } else {
                 log.slice(
@@ -603,7 +604,6 @@ impl<S: StateMachine, R> Replica<S, R> {
                 }
                 f.in_flight = f.in_flight.saturating_sub(1);
                 f.walk = None;
-                f.walking = false;
                 f.last_ack = now;
                 f.acked_seq = f.acked_seq.max(seq);
                 f.heard_at = f.heard_at.max(f.in_flight_since);

@@ -739,54 +739,12 @@ fn a_split_brain_primary_copy_replaces_committed_entries() {
 #[test]
 fn a_same_epoch_split_shows_in_the_lamport_stamps_below_the_base() {
     let ours: Vec<Entry> = (1..=5).map(|i| entry(i, 2, 4 + i)).collect();
-    let recovered = Recovered {
-        hard_state: HardState {
-            epoch: 2,
-            commit: 5,
-            generation: 1,
-        },
-        snapshot: Some(copy_of(&ours)),
-        entries: Vec::new(),
-    };
-    let mut s = restarted("s", recovered);
+    let mut s = restarted_over(&ours);
     assert_eq!(s.status().applied, entry(5, 2, 9).pos());
-
     // q's log: its own epoch-2 entries, stamped after ours were (1..3, Lamport 10..12).
     let theirs: Vec<Entry> = (1..=3).map(|i| entry(i, 2, 9 + i)).collect();
-    let a = Append {
-        prev: theirs[2].pos(),
-        entries: Vec::new(),
-        commit: 3,
-        last: 3,
-        acked: 0,
-    };
-    let out = request_then_persist(&mut s, 1, 1, msg("q", 2, Body::Append(Box::new(a))));
-    assert_eq!(
-        responds(&out),
-        vec![(
-            1,
-            &Body::AppendReply(AppendReply::Diverged {
-                last: entry(5, 2, 9).pos()
-            })
-        )]
-    );
-
-    let out = request_then_persist(
-        &mut s,
-        2,
-        2,
-        msg("q", 2, Body::InstallSnapshot(Box::new(copy_of(&theirs)))),
-    );
-    assert!(
-        matches!(
-            responds(&out)[..],
-            [(2, Body::AppendReply(AppendReply::Ok { matched: 3, .. }))]
-        ),
-        "{out:?}"
-    );
-    let st = s.status();
-    assert_eq!(st.applied, theirs[2].pos(), "the other side's history won");
-    assert_eq!(st.snapshots_installed, 1);
+    split_below_the_base_is_replaced(&mut s, &theirs, entry(5, 2, 9).pos());
+    assert_eq!(s.status().snapshots_installed, 1);
 }
 
 /// Below a compacted base, an entry of a later epoch than the base's cannot be ours (epochs
@@ -798,18 +756,34 @@ fn a_same_epoch_split_shows_in_the_lamport_stamps_below_the_base() {
 #[test]
 fn a_later_epoch_below_the_base_is_not_ours() {
     let ours: Vec<Entry> = (1..=5).map(|i| entry(i, 1, 4 + i)).collect();
+    let mut s = restarted_over(&ours);
+    // q's log: epoch-2 entries at 1..3, stamped 1..3 (3 + 2 <= 9: they fit below our base).
+    let theirs: Vec<Entry> = (1..=3).map(|i| entry(i, 2, i)).collect();
+    split_below_the_base_is_replaced(&mut s, &theirs, entry(5, 1, 9).pos());
+}
+
+/// Replica `s` restarted in epoch 2 with `ours` committed and compacted into its snapshot.
+fn restarted_over(ours: &[Entry]) -> Replica<KvMachine, R> {
     let recovered = Recovered {
         hard_state: HardState {
             epoch: 2,
             commit: 5,
             generation: 1,
         },
-        snapshot: Some(copy_of(&ours)),
+        snapshot: Some(copy_of(ours)),
         entries: Vec::new(),
     };
-    let mut s = restarted("s", recovered);
-    // q's log: epoch-2 entries at 1..3, stamped 1..3 (3 + 2 <= 9: they fit below our base).
-    let theirs: Vec<Entry> = (1..=3).map(|i| entry(i, 2, i)).collect();
+    restarted("s", recovered)
+}
+
+/// q, primary of epoch 2, whose log is `theirs` (three entries, below `s`'s base at
+/// `our_last`, and not `s`'s): its probe at its end is refused as divergent, and its copy,
+/// older than `s`'s commit point, then replaces `s`'s history.
+fn split_below_the_base_is_replaced(
+    s: &mut Replica<KvMachine, R>,
+    theirs: &[Entry],
+    our_last: LogPos,
+) {
     let a = Append {
         prev: theirs[2].pos(),
         entries: Vec::new(),
@@ -817,21 +791,19 @@ fn a_later_epoch_below_the_base_is_not_ours() {
         last: 3,
         acked: 0,
     };
-    let out = request_then_persist(&mut s, 1, 1, msg("q", 2, Body::Append(Box::new(a))));
+    let out = request_then_persist(s, 1, 1, msg("q", 2, Body::Append(Box::new(a))));
     assert_eq!(
         responds(&out),
         vec![(
             1,
-            &Body::AppendReply(AppendReply::Diverged {
-                last: entry(5, 1, 9).pos()
-            })
+            &Body::AppendReply(AppendReply::Diverged { last: our_last })
         )]
     );
     let out = request_then_persist(
-        &mut s,
+        s,
         2,
         2,
-        msg("q", 2, Body::InstallSnapshot(Box::new(copy_of(&theirs)))),
+        msg("q", 2, Body::InstallSnapshot(Box::new(copy_of(theirs)))),
     );
     assert!(
         matches!(
@@ -1464,20 +1436,8 @@ fn no_copy_to_an_out_of_sync_follower_before_the_epochs_first_entry_applies() {
         lamport: 77,
         ..LogPos::ZERO
     };
-    let diverged = || Input::Response {
-        from: id("p"),
-        msg: msg(
-            "p",
-            2,
-            Body::AppendReply(AppendReply::Diverged { last: theirs }),
-        ),
-    };
-    let copies_to_p = |out: &[Output<R>]| {
-        calls(out)
-            .iter()
-            .filter(|(to, b)| **to == id("p") && matches!(b, Body::InstallSnapshot(_)))
-            .count()
-    };
+    let diverged = || diverged_from("p", 2, theirs);
+    let copies_to_p = |out: &[Output<R>]| copies_to(out, "p");
     let mut out = Vec::new();
     for t in [2_410, 2_420, 2_430] {
         a.step(t, diverged());
@@ -1531,17 +1491,8 @@ fn no_copy_to_an_out_of_sync_follower_before_the_epochs_first_entry_applies() {
     assert_eq!(copies_to_p(&out), 1, "{out:?}");
 }
 
-/// The primary `p` with a compacted log (four writes), greeted by a new secondary `s` at 2 ms
-/// and not yet probing it.
-fn compacted_primary_greeted_by_s() -> Replica<KvMachine, R> {
-    let config = Config {
-        snapshot_interval_entries: 2,
-        log_retain_entries: 0,
-        // Membership keeps a silent `s` for as long as the tests below wait.
-        suspicion_timeout_ms: 60_000,
-        ..cfg()
-    };
-    let mut p = booted_primary_with(config);
+/// Four writes to the lone primary `p` at 1 ms, each persisted: its log ends at index 5.
+fn write_four(p: &mut Replica<KvMachine, R>) {
     for n in 0..4u32 {
         p.step(1, write(10 + n, 100 + u128::from(n), "a"));
         let out = p.take_outputs();
@@ -1553,6 +1504,20 @@ fn compacted_primary_greeted_by_s() -> Replica<KvMachine, R> {
         );
         p.take_outputs();
     }
+}
+
+/// The primary `p` with a compacted log (four writes), greeted by a new secondary `s` at 2 ms
+/// and not yet probing it.
+fn compacted_primary_greeted_by_s() -> Replica<KvMachine, R> {
+    let config = Config {
+        snapshot_interval_entries: 2,
+        log_retain_entries: 0,
+        // Membership keeps a silent `s` for as long as the tests below wait.
+        suspicion_timeout_ms: 60_000,
+        ..cfg()
+    };
+    let mut p = booted_primary_with(config);
+    write_four(&mut p);
     assert!(p.status().log_base.index > 1, "compacted");
     greet_from_s(&mut p, 2);
     p
@@ -1619,17 +1584,7 @@ fn a_lost_probe_is_probed_again_not_answered_with_a_copy() {
 #[test]
 fn a_mismatch_walks_back_to_the_shared_prefix_before_a_full_copy() {
     let mut p = booted_primary();
-    for n in 0..4u32 {
-        p.step(1, write(10 + n, 100 + u128::from(n), "a"));
-        let out = p.take_outputs();
-        p.step(
-            1,
-            Input::Persisted {
-                seq: last_seq(&out),
-            },
-        );
-        p.take_outputs();
-    }
+    write_four(&mut p);
     let last = p.status().last;
     assert_eq!(last.index, 5);
     greet_from_s(&mut p, 2);
@@ -1644,14 +1599,7 @@ fn a_mismatch_walks_back_to_the_shared_prefix_before_a_full_copy() {
         lamport: 99,
         ..LogPos::ZERO
     };
-    let diverged = || Input::Response {
-        from: id("s"),
-        msg: msg(
-            "s",
-            1,
-            Body::AppendReply(AppendReply::Diverged { last: theirs }),
-        ),
-    };
+    let diverged = || diverged_from("s", 1, theirs);
     p.step(11, gap_from_s(theirs));
     let out = p.take_outputs();
     assert_eq!(copies_to_s(&out), 0);
@@ -1767,11 +1715,27 @@ fn gap_from_s(last: LogPos) -> Input<R> {
     }
 }
 
-fn copies_to_s(out: &[Output<R>]) -> usize {
+/// `from`'s log, in `epoch`, does not match the append it answers; it ends at `last`.
+fn diverged_from(from: &str, epoch: Epoch, last: LogPos) -> Input<R> {
+    Input::Response {
+        from: id(from),
+        msg: msg(
+            from,
+            epoch,
+            Body::AppendReply(AppendReply::Diverged { last }),
+        ),
+    }
+}
+
+fn copies_to(out: &[Output<R>], name: &str) -> usize {
     calls(out)
         .iter()
-        .filter(|(to, b)| **to == id("s") && matches!(b, Body::InstallSnapshot(_)))
+        .filter(|(to, b)| **to == id(name) && matches!(b, Body::InstallSnapshot(_)))
         .count()
+}
+
+fn copies_to_s(out: &[Output<R>]) -> usize {
+    copies_to(out, "s")
 }
 
 fn appends_to_s(out: &[Output<R>]) -> Vec<Append> {
