@@ -1493,7 +1493,12 @@ fn no_copy_to_an_out_of_sync_follower_before_the_epochs_first_entry_applies() {
 
 /// Four writes to the lone primary `p` at 1 ms, each persisted: its log ends at index 5.
 fn write_four(p: &mut Replica<KvMachine, R>) {
-    for n in 0..4u32 {
+    write_many(p, 0..4);
+}
+
+/// Writes numbered `ns` to the lone primary `p` at 1 ms, each persisted.
+fn write_many(p: &mut Replica<KvMachine, R>, ns: std::ops::Range<u32>) {
+    for n in ns {
         p.step(1, write(10 + n, 100 + u128::from(n), "a"));
         let out = p.take_outputs();
         p.step(
@@ -1625,6 +1630,57 @@ fn a_mismatch_walks_back_to_the_shared_prefix_before_a_full_copy() {
     );
     // Its entry 3 is not ours either: now a full copy (we applied past the shared prefix).
     p.step(14, diverged());
+    assert_eq!(copies_to_s(&p.take_outputs()), 1);
+}
+
+/// A walk back whose next step would take the probe below our compacted base probes the base
+/// itself first: the doubling step can jump over entries just above the base that the
+/// follower shares with us (committed, a configuration among them, perhaps not yet applied
+/// here), and without a match there the copy would go out unverified and drop them. A
+/// mismatch at the base ends the walk with a copy.
+#[test]
+fn a_walk_back_probes_the_base_before_it_gives_up() {
+    let config = Config {
+        snapshot_interval_entries: 8,
+        log_retain_entries: 0,
+        suspicion_timeout_ms: 60_000,
+        ..cfg()
+    };
+    let mut p = booted_primary_with(config);
+    write_many(&mut p, 0..12);
+    let st = p.status();
+    let (base, last) = (st.log_base.index, st.last.index);
+    assert!(base > 0 && last >= base + 5, "{st:?}");
+    greet_from_s(&mut p, 2);
+    p.step(10, Input::Tick);
+    assert_eq!(appends_to_s(&p.take_outputs()).len(), 1, "the first probe");
+    // s's log is longer than ours, and matches nowhere we probe above our base.
+    let theirs = LogPos {
+        index: last + 20,
+        epoch: 1,
+        lamport: 999,
+        ..LogPos::ZERO
+    };
+    p.step(11, gap_from_s(theirs));
+    let mut probed = Vec::new();
+    for t in 12..30 {
+        let out = p.take_outputs();
+        assert_eq!(copies_to_s(&out), 0, "probed at {probed:?}");
+        let probes = appends_to_s(&out);
+        let [a] = &probes[..] else {
+            panic!("one probe at a time: {out:?}");
+        };
+        assert!(a.entries.is_empty(), "{a:?}");
+        probed.push(a.prev.index);
+        if a.prev.index == base {
+            break;
+        }
+        p.step(t, diverged_from("s", 1, theirs));
+    }
+    assert_eq!(probed.last(), Some(&base), "{probed:?}");
+    assert!(probed.len() >= 3, "the walk stepped down first: {probed:?}");
+    // A mismatch at the base itself: nothing left to share, a full copy.
+    p.step(40, diverged_from("s", 1, theirs));
     assert_eq!(copies_to_s(&p.take_outputs()), 1);
 }
 
