@@ -113,12 +113,7 @@ impl<S: StateMachine, R> Replica<S, R> {
             matched += 1;
         }
         // Whatever matched up to here is the primary's log: apply what it says is committed.
-        let verified = if self.verified.0 == epoch {
-            self.verified.1
-        } else {
-            0
-        };
-        self.verified = (epoch, verified.max(matched));
+        self.verified = (epoch, self.verified_by(epoch).max(matched));
         let new_commit = a.commit.min(matched);
         if new_commit > self.hard.commit {
             self.commit_through(new_commit, epoch);
@@ -195,6 +190,15 @@ impl<S: StateMachine, R> Replica<S, R> {
             || pos.lamport.saturating_add(base.index - pos.index) <= base.lamport
     }
 
+    /// How far the primary of `epoch` verified our log equal to its own (0: not at all).
+    fn verified_by(&self, epoch: Epoch) -> LogIndex {
+        if self.verified.0 == epoch {
+            self.verified.1
+        } else {
+            0
+        }
+    }
+
     /// Whether the entry at `index`, compacted away here (so committed), can be taken to equal
     /// the primary's of `epoch`: yes, unless that primary showed a split brain (`split_seen`) —
     /// then only as far as it verified our log (its copy, or its appends). Taking a split
@@ -228,7 +232,7 @@ impl<S: StateMachine, R> Replica<S, R> {
             if ours.is_none_or(|p| p == snap.last) && self.split_seen != epoch {
                 // We are simply ahead of the primary's applied state (it was just elected): the
                 // copy would take us backwards.
-                if self.verified.0 == epoch && self.verified.1 >= self.hard.commit {
+                if self.verified_by(epoch) >= self.hard.commit {
                     // Its appends showed that its log holds ours through our commit point, so
                     // what holds it back is that we never acknowledged that prefix: a suffix of
                     // ours beyond it (an old primary's, uncommitted) answered `Diverged`. If
@@ -270,8 +274,7 @@ impl<S: StateMachine, R> Replica<S, R> {
             self.ack_matched(reply, snap.last.index);
             return;
         }
-        if self.verified.0 == epoch && snap.last.index < self.verified.1 && self.split_seen != epoch
-        {
+        if snap.last.index < self.verified_by(epoch) && self.split_seen != epoch {
             // This primary's own appends showed that we share its log further than the copy
             // reaches: installing it would drop entries it holds too (committed, perhaps) and
             // perhaps the configuration among them that lists who else is in sync, leaving us

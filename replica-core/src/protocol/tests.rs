@@ -72,6 +72,14 @@ fn stores(out: &[Output<R>]) -> Vec<&StoreOp> {
         .collect()
 }
 
+/// `out` holds exactly one response, to `token`: an acknowledgement of `matched`.
+fn acks(out: &[Output<R>], token: R, matched: LogIndex) -> bool {
+    matches!(
+        responds(out)[..],
+        [(t, Body::AppendReply(AppendReply::Ok { matched: m, .. }))] if t == token && *m == matched
+    )
+}
+
 fn responds(out: &[Output<R>]) -> Vec<(R, &Body)> {
     out.iter()
         .filter_map(|o| {
@@ -586,10 +594,7 @@ fn late_full_copy_keeps_entries_already_appended() {
         acked: 0,
     };
     let out = request_then_persist(&mut s, 1, 1, msg("p", 1, Body::Append(Box::new(a))));
-    assert!(matches!(
-        responds(&out)[..],
-        [(1, Body::AppendReply(AppendReply::Ok { matched: 3, .. }))]
-    ));
+    assert!(acks(&out, 1, 3));
 
     // The copy the primary sent before those appends: state as of entry 2.
     let snap = copy_of(&[entry(1, 1, 5), entry(2, 1, 6)]);
@@ -805,13 +810,7 @@ fn split_below_the_base_is_replaced(
         2,
         msg("q", 2, Body::InstallSnapshot(Box::new(copy_of(theirs)))),
     );
-    assert!(
-        matches!(
-            responds(&out)[..],
-            [(2, Body::AppendReply(AppendReply::Ok { matched: 3, .. }))]
-        ),
-        "{out:?}"
-    );
+    assert!(acks(&out, 2, 3), "{out:?}");
     assert_eq!(
         s.status().applied,
         theirs[2].pos(),
@@ -841,26 +840,14 @@ fn an_entry_of_a_falling_epoch_is_not_appended() {
         1,
         msg("p", 2, append(LogPos::ZERO, vec![entry(1, 2, 5)])),
     );
-    assert!(
-        matches!(
-            responds(&out)[..],
-            [(1, Body::AppendReply(AppendReply::Ok { matched: 1, .. }))]
-        ),
-        "{out:?}"
-    );
+    assert!(acks(&out, 1, 1), "{out:?}");
     let out = request_then_persist(
         &mut s,
         2,
         2,
         msg("p", 2, append(entry(1, 2, 5).pos(), vec![entry(2, 1, 6)])),
     );
-    assert!(
-        matches!(
-            responds(&out)[..],
-            [(2, Body::AppendReply(AppendReply::Ok { matched: 1, .. }))]
-        ),
-        "{out:?}"
-    );
+    assert!(acks(&out, 2, 1), "{out:?}");
     assert_eq!(
         s.status().last,
         entry(1, 2, 5).pos(),
@@ -890,25 +877,13 @@ fn a_restarted_replica_refuses_a_second_primary_of_its_epoch() {
     assert_eq!(responds(&out), vec![(1, &Body::StaleEpoch)]);
     assert_eq!(s.status().primary, None, "q was not followed");
     let out = request_then_persist(&mut s, 2, 2, msg("p", 1, probe(last)));
-    assert!(
-        matches!(
-            responds(&out)[..],
-            [(2, Body::AppendReply(AppendReply::Ok { matched: 3, .. }))]
-        ),
-        "{out:?}"
-    );
+    assert!(acks(&out, 2, 3), "{out:?}");
     assert_eq!(s.status().primary, Some(id("p")));
 
     // Epoch 2 reached our disk, but none of its entries: whoever led it, we cannot tell.
     let mut s = restarted("s", recovered_log(2, &["p", "s"], 3));
     let out = request_then_persist(&mut s, 1, 1, msg("q", 2, probe(last)));
-    assert!(
-        matches!(
-            responds(&out)[..],
-            [(1, Body::AppendReply(AppendReply::Ok { matched: 3, .. }))]
-        ),
-        "{out:?}"
-    );
+    assert!(acks(&out, 1, 3), "{out:?}");
     assert_eq!(s.status().primary, Some(id("q")));
 }
 
@@ -1706,13 +1681,7 @@ fn a_copy_ending_before_the_shared_prefix_is_refused() {
         acked: 0,
     };
     let out = request_then_persist(&mut s, 1, 1, msg("q", 2, Body::Append(Box::new(probe))));
-    assert!(
-        matches!(
-            responds(&out)[..],
-            [(1, Body::AppendReply(AppendReply::Ok { matched: 8, .. }))]
-        ),
-        "{out:?}"
-    );
+    assert!(acks(&out, 1, 8), "{out:?}");
     // Its applied state ends at 6.
     let out = request_then_persist(
         &mut s,
@@ -1721,10 +1690,7 @@ fn a_copy_ending_before_the_shared_prefix_is_refused() {
         msg("q", 2, Body::InstallSnapshot(Box::new(copy_of(&ours[..6])))),
     );
     assert!(
-        matches!(
-            responds(&out)[..],
-            [(2, Body::AppendReply(AppendReply::Ok { matched: 8, .. }))]
-        ),
+        acks(&out, 2, 8),
         "the shared prefix is acknowledged instead: {out:?}"
     );
     let st = s.status();
@@ -1738,13 +1704,7 @@ fn a_copy_ending_before_the_shared_prefix_is_refused() {
         3,
         msg("q", 2, Body::InstallSnapshot(Box::new(copy_of(&theirs)))),
     );
-    assert!(
-        matches!(
-            responds(&out)[..],
-            [(3, Body::AppendReply(AppendReply::Ok { matched: 9, .. }))]
-        ),
-        "{out:?}"
-    );
+    assert!(acks(&out, 3, 9), "{out:?}");
     let st = s.status();
     assert_eq!(
         (st.last, st.snapshots_installed),
@@ -2120,13 +2080,7 @@ fn a_split_primary_is_not_trusted_below_the_snapshot() {
         entry(3, 1, 7).pos(),
         vec![entry(4, 1, 8), entry(5, 2, 11)],
     );
-    assert!(
-        matches!(
-            responds(&out)[..],
-            [(2, Body::AppendReply(AppendReply::Ok { matched: 5, .. }))]
-        ),
-        "{out:?}"
-    );
+    assert!(acks(&out, 2, 5), "{out:?}");
     assert_eq!(s.status().applied, entry(5, 2, 11).pos());
 }
 
